@@ -1,0 +1,73 @@
+"""
+Plain-Python overrides for a script's module-level settings, in nanoGPT's manner:
+
+    python train.py config/cram_cpu.py --batch_size=64 --compile=False
+
+Arguments are applied left to right. A path ending in .py is executed and every setting it
+assigns overrides the script's default; --key=value overrides one setting, the value read as a
+Python literal (True, 3e-4, (0.9, 0.98)) or else kept as a plain string. Unknown keys and values of
+the wrong type are refused with a one-line error, because a silently ignored typo ruins a day of
+compute. Unlike nanoGPT, a setting whose default is None takes any value.
+"""
+import ast
+import difflib
+import os
+import sys
+
+SETTING_TYPES = (bool, int, float, str, tuple, list, type(None))
+
+
+class CramError(SystemExit):
+    """A user-facing error: Python prints the one-line message without a traceback and exits 1."""
+
+
+def settings_of(scope):
+    """The settings of a script: its public module-level globals of plain types."""
+    return [k for k, v in scope.items() if not k.startswith("_") and isinstance(v, SETTING_TYPES)]
+
+
+def _coerce(key, value, default, source):
+    if default is None or type(value) is type(default):
+        return value
+    if type(default) is float and type(value) is int:
+        return float(value)
+    if type(default) is tuple and type(value) is list:
+        return tuple(value)
+    raise CramError(f"{source}: {key} must be a {type(default).__name__} like its default "
+                    f"{default!r}, got {value!r} ({type(value).__name__})")
+
+
+def _parse(raw, default):
+    if isinstance(default, str):
+        return raw  # a str setting keeps the text as written: --out_dir=123 is the folder '123'
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def configure(scope, args=None):
+    """Apply config files and --key=value args onto `scope` (a script's globals()); return the settings."""
+    keys = settings_of(scope)
+    args = sys.argv[1:] if args is None else args
+    for arg in args:
+        if arg.startswith("--"):
+            key, eq, raw = arg[2:].partition("=")
+            if not eq:
+                raise CramError(f"{arg}: expected --key=value, e.g. --{key}=...")
+            pairs = [(key, _parse(raw, scope.get(key)))]
+        else:
+            if not os.path.isfile(arg):
+                raise CramError(f"config file {arg} not found: pass a path such as config/cram_cpu.py, or --key=value")
+            file_scope = {}
+            with open(arg) as f:
+                exec(compile(f.read(), arg, "exec"), file_scope)
+            pairs = [(k, file_scope[k]) for k in settings_of(file_scope)]
+        for key, value in pairs:
+            if key not in keys:
+                close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
+                hint = f"; did you mean {', '.join(close)}?" if close else f"; known settings: {', '.join(sorted(keys))}"
+                raise CramError(f"{arg}: unknown setting '{key}'{hint}")
+            scope[key] = _coerce(key, value, scope[key], arg)
+            print(f"override: {key} = {scope[key]!r}  ({arg})")
+    return {k: scope[k] for k in keys}
