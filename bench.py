@@ -1,0 +1,156 @@
+"""
+Benchmark the real training step of train.py (same model, masking, optimizer, precision, compile and
+train_step from model.py) and print throughput, MFU, memory and where the time goes.
+
+    python bench.py                                     # the paper's 16 x 768 model, random tokens
+    python bench.py --n_layer=4 --n_embd=256 --n_head=4 --n_inner=1024 --micro_batch_size=16
+    python bench.py --data_dir=data/wikipedia --profile=True
+
+Accepts train.py's setting names; the peak FLOP/s comes from the GPU table, else a measured matmul
+(always measured on CPU), so MFU is against what this device can actually do.
+"""
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+import configurator
+from model import (Bert, BertConfig, amp_context, autocast_dtype, mask_tokens, peak_flops, pick_device, train_step)
+
+# -----------------------------------------------------------------------------
+data_dir = ""  # a prepare.py folder for real blocks; empty = random tokens
+n_layer = 16
+n_head = 12
+n_embd = 768
+n_inner = 3072
+block_size = 128
+vocab_size = 50304
+mask_fraction = 0.25
+micro_batch_size = 128
+accum_steps = 1  # micro batches per optimizer step
+learning_rate = 1e-3
+weight_decay = 0.01
+betas = (0.9, 0.98)
+eps = 1e-12
+grad_clip = 0.5
+warmup_steps = 3  # not timed: compilation and allocator warm-up
+steps = 10  # timed optimizer steps
+device = "auto"
+dtype = "auto"
+compile = None  # None: on for CUDA, off elsewhere
+compile_mode = "default"  # or "max-autotune" (tries CUDA graphs and autotuned kernels)
+find_max_micro_batch = False  # CUDA: double the micro batch until it no longer fits, print the largest
+profile = False  # write a torch profiler trace and print the ten costliest ops
+peak_flops_per_sec = 0.0
+seed = 1337
+config = configurator.configure(globals())
+# -----------------------------------------------------------------------------
+
+device = device_type = pick_device(device)
+ptdtype = autocast_dtype(device_type, dtype)
+amp_ctx = amp_context(device_type, ptdtype)
+use_compile = device_type == "cuda" if compile is None else compile
+if device_type == "cuda":
+    torch.backends.cuda.matmul.allow_tf32 = True
+torch.manual_seed(seed)
+n_bpe, mask_id = 50257, 50259  # gpt2's BPE ids and our [MASK]; see prepare.Tokenizer
+if data_dir:
+    with open(os.path.join(data_dir, "meta.json")) as f:
+        meta = json.load(f)
+    block_size, vocab_size, mask_id = meta["block_size"], meta["vocab_size"], meta["special_ids"]["[MASK]"]
+    blocks = np.memmap(os.path.join(data_dir, "train.bin"), dtype=np.uint16, mode="r").reshape(-1, block_size)
+cfg = BertConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                 n_inner=n_inner, mask_fraction=mask_fraction)
+
+
+def build(micro_batch):
+    model = Bert(cfg).to(device)
+    optimizer = model.configure_optimizers(weight_decay, learning_rate, betas, eps, device_type)
+    scaler = torch.amp.GradScaler(device_type, enabled=ptdtype == torch.float16)
+    compiled = torch.compile(model, mode=compile_mode) if use_compile else model
+    gen = torch.Generator(device=device).manual_seed(seed)
+    state = {"cursor": 0, "wait_s": 0.0}
+
+    def next_batch():
+        t0 = time.perf_counter()
+        if data_dir:
+            rows = np.arange(state["cursor"], state["cursor"] + micro_batch) % len(blocks)
+            state["cursor"] += micro_batch
+            x = torch.from_numpy(blocks[rows].astype(np.int64))
+            x = x.pin_memory().to(device, non_blocking=True) if device_type == "cuda" else x
+        else:
+            x = torch.randint(0, n_bpe, (micro_batch, block_size), device=device, generator=gen)
+        batch = mask_tokens(x, mask_fraction, mask_id, n_bpe, gen)
+        state["wait_s"] += time.perf_counter() - t0
+        return batch
+
+    def step():
+        return train_step(compiled, optimizer, scaler, next_batch, accum_steps, amp_ctx, grad_clip)
+    return model, step, state
+
+
+def sync():
+    if device_type == "cuda":
+        torch.cuda.synchronize()
+
+
+if find_max_micro_batch and device_type == "cuda":
+    size, largest = micro_batch_size, 0
+    while size <= 8192:
+        try:
+            model, step, _ = build(size)
+            step()[0].item()
+            largest = size
+            size *= 2
+        except torch.cuda.OutOfMemoryError:
+            break
+        finally:
+            model = step = None
+            torch.cuda.empty_cache()
+    print(f"largest micro batch that fits (powers of two from {micro_batch_size}): {largest}")
+
+model, step, state = build(micro_batch_size)
+peak, peak_source = (peak_flops_per_sec, "setting") if peak_flops_per_sec else peak_flops(device_type, ptdtype)
+print(f"{model.num_params():,} parameters; {cfg}; device {device}, {str(ptdtype).split('.')[-1]}, "
+      f"compile {use_compile} ({compile_mode}); peak {peak:.4g} FLOP/s ({peak_source})")
+
+t0 = time.perf_counter()
+step()[0].item()  # the first step compiles
+sync()
+first_step_s = time.perf_counter() - t0
+for _ in range(warmup_steps - 1):
+    step()
+sync()
+if device_type == "cuda":
+    torch.cuda.reset_peak_memory_stats()
+state["wait_s"] = 0.0
+t0 = time.perf_counter()
+for _ in range(steps):
+    loss, _ = step()
+loss = loss.item()  # the only sync: the timed steps run back to back as in train.py
+sync()
+dt = time.perf_counter() - t0
+
+tokens = steps * accum_steps * micro_batch_size * block_size
+tokens_per_sec = tokens / dt
+print(f"tokens/s {tokens_per_sec:,.0f} | sequences/s {tokens_per_sec / block_size:,.1f} | "
+      f"ms/step {1000 * dt / steps:.1f} | MFU {100 * model.estimate_mfu(tokens_per_sec, peak):.1f}% | "
+      f"FLOPs/token {model.flops_per_token():.4g} | compile+first step {first_step_s:.1f}s | "
+      f"data wait {100 * state['wait_s'] / dt:.1f}% | loss {loss:.3f}")
+if device_type == "cuda":
+    print(f"peak memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+
+if profile:
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device_type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(3):
+            step()
+        sync()
+    trace = "bench_trace.json"
+    prof.export_chrome_trace(trace)
+    sort_by = "self_cuda_time_total" if device_type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort_by, row_limit=10))
+    print(f"trace written to {trace} (open in chrome://tracing or ui.perfetto.dev)")

@@ -1,0 +1,170 @@
+"""The crammed BERT: its size, its sparse loss, padding, tying, gradients, optimizer groups, FLOPs, checkpoints."""
+import math
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from configurator import CramError
+from model import (Bert, BertConfig, BertForSequenceClassification, batch_size_at, learning_rate_at, load_checkpoint,
+                   mask_tokens, save_checkpoint)
+
+TINY = dict(vocab_size=320, block_size=32, n_layer=2, n_head=2, n_embd=32, n_inner=64)
+N_BPE, MASK_ID = 300, 302  # tiny vocabulary: ids >= 300 are specials, as in prepare.Tokenizer
+
+
+def tiny_batch(B=4, T=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, N_BPE, (B, T), generator=g)
+    return mask_tokens(idx, 0.25, MASK_ID, N_BPE, g)
+
+
+def test_default_config_has_the_papers_parameter_count():
+    with torch.device("meta"):
+        assert Bert(BertConfig()).num_params() == 133_057_537
+        # the paper's 119,589,889 with its 32,768-word vocabulary: the difference is our embedding
+        assert Bert(BertConfig(vocab_size=32768)).num_params() == 119_589_889
+
+
+def test_output_shapes_full_and_sparse():
+    model = Bert(BertConfig(**TINY))
+    x, y = tiny_batch()
+    logits, loss = model(x)
+    assert logits.shape == (4, 32, 320) and loss is None
+    logits, loss = model(x, y)
+    assert logits.shape == (4, 8, 320) and loss.ndim == 0
+
+
+def test_sparse_loss_equals_full_cross_entropy_at_masked_positions():
+    model = Bert(BertConfig(**TINY))
+    x, y = tiny_batch()
+    full, _ = model(x)
+    _, sparse_loss = model(x, y)
+    reference = F.cross_entropy(full.view(-1, 320), y.view(-1), ignore_index=-100)
+    torch.testing.assert_close(sparse_loss, reference)
+
+
+def test_rows_with_fewer_masks_are_ignored_not_counted():
+    model = Bert(BertConfig(**TINY))
+    x, y = tiny_batch()
+    y[0, y[0] != -100] = -100
+    y[0, 3] = x[0, 3]  # row 0 has a single masked position
+    full, _ = model(x)
+    torch.testing.assert_close(model(x, y)[1], F.cross_entropy(full.view(-1, 320), y.view(-1), ignore_index=-100))
+
+
+def test_padding_with_mask_leaves_real_token_outputs_unchanged():
+    model = Bert(BertConfig(**TINY)).eval()
+    idx = torch.randint(0, N_BPE, (2, 10))
+    padded = torch.cat([idx, torch.full((2, 6), 303)], dim=1)
+    mask = torch.cat([torch.ones(2, 10), torch.zeros(2, 6)], dim=1)
+    torch.testing.assert_close(model.encode(padded, mask)[:, :10], model.encode(idx), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(model.encode(padded)[:, :10], model.encode(idx), atol=1e-5)  # the mask matters
+
+
+def test_decoder_is_tied_to_the_embedding():
+    model = Bert(BertConfig(**TINY))
+    assert model.decoder.weight is model.embed.wte.weight and model.decoder.bias is None
+    assert all(m.bias is None for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def test_classifier_loads_pretraining_weights_without_missing_encoder_keys():
+    pretrained = Bert(BertConfig(**TINY))
+    clf = BertForSequenceClassification(BertConfig(**TINY, dropout=0.1), num_labels=3)
+    missing, unexpected = clf.load_pretrained(pretrained.state_dict())
+    assert missing == [] and unexpected == []
+    torch.testing.assert_close(clf.bert.embed.wte.weight, pretrained.embed.wte.weight)
+    logits, loss = clf(torch.randint(0, N_BPE, (4, 12)), torch.ones(4, 12), torch.tensor([0, 1, 2, 0]))
+    assert logits.shape == (4, 3) and loss.ndim == 0
+    reg = BertForSequenceClassification(BertConfig(**TINY), num_labels=1)
+    logits, loss = reg(torch.randint(0, N_BPE, (4, 12)), labels=torch.tensor([0.5, 1.0, 4.0, 2.5]))
+    assert logits.shape == (4, 1) and loss.ndim == 0
+
+
+def test_gradients_reach_every_parameter():
+    model = Bert(BertConfig(**TINY))
+    x, y = tiny_batch()
+    model(x, y)[1].backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_optimizer_groups_decay_matrices_only():
+    model = Bert(BertConfig(**TINY))
+    opt = model.configure_optimizers(0.01, 1e-3, (0.9, 0.98), 1e-12, "cpu")
+    decay, no_decay = opt.param_groups
+    ids = [id(p) for g in opt.param_groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())  # each parameter in exactly one group
+    assert decay["weight_decay"] == 0.01 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    assert any(p is model.embed.pos_scale for p in no_decay["params"])
+    assert any(p is model.embed.wte.weight for p in decay["params"])
+    assert opt.defaults["betas"] == (0.9, 0.98) and opt.defaults["eps"] == 1e-12
+
+
+def test_flops_and_mfu_match_a_hand_computation():
+    model = Bert(BertConfig(**TINY))
+    C, L, T, V = 32, 2, 32, 320
+    dense = L * (C * 3 * C + C * C + C * 64 + 32 * C)  # qkv, proj, fc (n_inner), proj (n_inner / 2)
+    expected = 6 * dense + 12 * L * T * C + 6 * 0.25 * C * V
+    assert model.flops_per_token() == pytest.approx(expected)
+    assert model.estimate_mfu(1000.0, 1e9) == pytest.approx(expected * 1000 / 1e9)
+
+
+def test_masking_is_exact_and_80_10_10():
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, N_BPE, (2000, 32), generator=g)
+    idx[:, 0] = 301  # a special token: never chosen while there are ordinary ones
+    x, y = mask_tokens(idx, 0.25, MASK_ID, N_BPE, g)
+    masked = y != -100
+    assert (masked.sum(1) == 8).all() and not masked[:, 0].any()
+    assert torch.equal(y[masked], idx[masked]) and torch.equal(x[~masked], idx[~masked])
+    n = masked.sum().item()
+    became_mask = (x[masked] == MASK_ID).sum().item() / n
+    kept = (x[masked] == idx[masked]).sum().item() / n
+    assert abs(became_mask - 0.8) < 0.01
+    assert abs(kept - (0.1 + 0.1 / N_BPE)) < 0.01  # a random token can equal the original
+    assert (x[masked] < N_BPE).logical_or(x[masked] == MASK_ID).all()
+    a = mask_tokens(idx, 0.25, MASK_ID, N_BPE, torch.Generator().manual_seed(7))
+    b = mask_tokens(idx, 0.25, MASK_ID, N_BPE, torch.Generator().manual_seed(7))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_triangle_schedule_and_batch_ramp():
+    lr = lambda p: learning_rate_at(p, "triangle", 1e-3)
+    assert lr(0) == pytest.approx(2.5e-4) and lr(0.5) == pytest.approx(7.5e-4)
+    assert lr(0.75) == pytest.approx(1e-3) and lr(1.0) == 0.0 and lr(0.875) == pytest.approx(5e-4)
+    assert learning_rate_at(0.05, "trapezoid", 1.0) == pytest.approx(0.5)
+    assert learning_rate_at(0.5, "trapezoid", 1.0) == 1.0 and learning_rate_at(0.9, "trapezoid", 1.0) == pytest.approx(0.5)
+    assert learning_rate_at(0.1, "cosine", 1.0) == pytest.approx(1.0) and learning_rate_at(1.0, "cosine", 1.0) == pytest.approx(0.0)
+    with pytest.raises(CramError, match="schedule"):
+        learning_rate_at(0.5, "linear", 1.0)
+    assert batch_size_at(0.0, 8192, 128, 0.6) == 128
+    assert batch_size_at(0.15, 8192, 128, 0.6) == 2176  # 128 + 8064 / 4 = 2144, rounded to whole micro steps
+    assert batch_size_at(0.6, 8192, 128, 0.6) == 8192 and batch_size_at(0.9, 8192, 128, 0.6) == 8192
+    assert batch_size_at(0.0, 8192, 128, 0.0) == 8192  # no ramp
+    assert all(batch_size_at(p / 100, 8192, 128, 0.6) % 128 == 0 for p in range(101))
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path):
+    model = Bert(BertConfig(**TINY))
+    path = str(tmp_path / "ckpt.pt")
+    save_checkpoint(path, {"model": model.state_dict(), "model_args": TINY, "meta": {}, "step": 3, "tokens_seen": 9})
+    ckpt = load_checkpoint(path)
+    assert ckpt["step"] == 3 and torch.equal(ckpt["model"]["embed.wte.weight"], model.embed.wte.weight)
+    assert not os.path.exists(path + ".tmp")
+    bad = model.state_dict()
+    bad["ln_f.weight"] = bad["ln_f.weight"] * math.nan
+    with pytest.raises(CramError, match="non-finite"):
+        save_checkpoint(path, {"model": bad, "model_args": TINY, "meta": {}, "step": 4, "tokens_seen": 9})
+    assert load_checkpoint(path)["step"] == 3  # the previous checkpoint survives
+    with open(path, "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(CramError, match="corrupt"):
+        load_checkpoint(path)
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(CramError, match="not a cram checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(CramError, match="no such checkpoint"):
+        load_checkpoint(str(tmp_path / "missing.pt"))

@@ -1,0 +1,347 @@
+"""
+Pretrain the crammed BERT against the clock.
+
+    python train.py --budget_hours=24                      # one GPU, the paper's recipe
+    python train.py config/cram_cpu.py                     # a laptop CPU
+    torchrun --standalone --nproc_per_node=4 train.py      # DDP on one node
+
+Progress p = elapsed / budget drives the learning rate, the batch size ramp, evaluation and the stop.
+The clock starts once data and model are set up; compilation counts, evaluation and checkpoint writes
+do not. max_steps > 0 replaces the clock with p = step / max_steps, for exactly reproducible runs.
+"""
+import json
+import os
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import configurator
+from configurator import CramError
+from model import (Bert, BertConfig, amp_context, autocast_dtype, batch_size_at, learning_rate_at, load_checkpoint,
+                   mask_tokens, peak_flops, pick_device, save_checkpoint, train_step)
+from prepare import Tokenizer
+
+# -----------------------------------------------------------------------------
+# settings: the paper's final recipe; override with config/*.py files and --key=value
+# I/O
+data_dir = "data/wikipedia"  # a folder made by prepare.py
+out_dir = "out"
+init_from = "scratch"  # 'scratch' or 'resume' (from out_dir/ckpt.pt: the clock, schedule and data order go on)
+overwrite = False  # a scratch run refuses to replace an existing out_dir/ckpt.pt unless this is True
+log_interval = 10  # optimizer steps between logs; the only point where the loop waits for the device
+eval_fractions = (0.25, 0.5, 0.75)  # of the budget; there is always a final evaluation too
+eval_blocks = 1024  # fixed validation blocks with fixed masks: comparable across runs and resumes
+checkpoint_minutes = 30.0
+wandb_log = False
+wandb_project = "cram"
+wandb_run_name = "cram"
+# model (block_size and vocab_size come from the data's meta.json; 0 = take them from there)
+n_layer = 16
+n_head = 12
+n_embd = 768
+n_inner = 3072
+dropout = 0.0
+block_size = 0
+vocab_size = 0
+mask_fraction = 0.25  # exactly round(0.25 * block_size) masked per sequence: 80% [MASK], 10% random, 10% kept
+# batch: a linear ramp from one micro step to batch_size over the first batch_ramp of the budget
+batch_size = 8192  # sequences per optimizer step at the end of the ramp
+batch_ramp = 0.6
+micro_batch_size = 128  # sequences per forward pass; sized for a 24 GB GPU at the default model
+# optimizer and schedule
+learning_rate = 1e-3  # peak
+schedule = "triangle"  # triangle | trapezoid | cosine
+warmup_fraction = 0.1  # trapezoid and cosine
+cooldown_fraction = 0.2  # trapezoid
+weight_decay = 0.01
+betas = (0.9, 0.98)
+eps = 1e-12
+grad_clip = 0.5
+max_nonfinite_in_a_row = 5  # steps with a non-finite loss are skipped; this many in a row stop the run
+# budget
+budget_hours = 24.0
+max_steps = 0  # > 0: a step clock instead of the wall clock
+stop_at_step = 0  # > 0: stop here with a checkpoint as if interrupted (staged runs, resume tests)
+# system
+device = "auto"  # auto: cuda, then mps, then cpu
+dtype = "auto"  # auto: bf16 where the hardware has it, fp16 on older CUDA GPUs, else float32
+compile = None  # None: on for CUDA, off elsewhere
+peak_flops_per_sec = 0.0  # for MFU; 0 = the GPU table, else a measured matmul
+seed = 1337
+backend = "nccl"  # DDP on CUDA; CPU runs use gloo
+config = configurator.configure(globals())
+# -----------------------------------------------------------------------------
+
+ddp = int(os.environ.get("RANK", -1)) != -1
+if ddp:
+    device_type = pick_device(device)
+    dist.init_process_group(backend=backend if device_type == "cuda" else "gloo")
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    if device_type == "cuda":
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+        torch.cuda.set_device(device)
+    else:
+        device = device_type
+else:
+    rank, world_size = 0, 1
+    device = device_type = pick_device(device)
+master = rank == 0
+ptdtype = autocast_dtype(device_type, dtype)
+amp_ctx = amp_context(device_type, ptdtype)
+scaler = torch.amp.GradScaler(device_type, enabled=ptdtype == torch.float16)  # fp16 needs loss scaling, bf16 not
+use_compile = device_type == "cuda" if compile is None else compile
+if device_type == "cuda":
+    torch.backends.cuda.matmul.allow_tf32 = True  # fp32 leftovers (e.g. the loss) on tensor cores
+    torch.backends.cudnn.allow_tf32 = True
+torch.manual_seed(seed)
+
+# data: memmapped uint16 blocks from prepare.py
+meta_path = os.path.join(data_dir, "meta.json")
+if not os.path.isfile(meta_path):
+    raise CramError(f"{meta_path} not found: prepare the data first, e.g. python prepare.py --out_dir={data_dir}")
+with open(meta_path) as f:
+    meta = json.load(f)
+tok = Tokenizer.from_meta(meta, meta_path)
+if block_size and block_size != meta["block_size"]:
+    raise CramError(f"--block_size={block_size} contradicts {meta_path} (block_size {meta['block_size']}): "
+                    f"drop the setting or re-run prepare.py with --block_size={block_size}")
+if vocab_size and vocab_size != meta["vocab_size"]:
+    raise CramError(f"--vocab_size={vocab_size} contradicts {meta_path} (vocab_size {meta['vocab_size']}): drop the setting")
+block_size = meta["block_size"]
+
+
+def open_blocks(split):
+    path = os.path.join(data_dir, f"{split}.bin")
+    if not os.path.isfile(path):
+        raise CramError(f"{path} not found: run prepare.py again for {data_dir} (an interrupted run leaves no {split}.bin)")
+    n_tokens = os.path.getsize(path) // 2
+    if os.path.getsize(path) % (2 * block_size) or n_tokens == 0:
+        raise CramError(f"{path}: {os.path.getsize(path)} bytes is not a whole number of {block_size}-token uint16 "
+                        f"blocks; the file is truncated or from another prepare run: re-run prepare.py")
+    return np.memmap(path, dtype=np.uint16, mode="r").reshape(-1, block_size)
+
+
+train_data, val_data = open_blocks("train"), open_blocks("val")
+n_train = len(train_data)
+if batch_size % (micro_batch_size * world_size):
+    raise CramError(f"--batch_size={batch_size} must be a multiple of micro_batch_size x ranks = {micro_batch_size * world_size}")
+
+# model, optimizer, and on resume everything that makes the continuation exact
+model_args = dict(vocab_size=meta["vocab_size"], block_size=block_size, n_layer=n_layer, n_head=n_head,
+                  n_embd=n_embd, n_inner=n_inner, dropout=dropout, mask_fraction=mask_fraction)
+ckpt_path = os.path.join(out_dir, "ckpt.pt")
+step, tokens_seen, elapsed_s, micro_steps = 0, 0, 0.0, 0
+data_state = {"epoch": 0, "cursor": 0}
+if init_from == "resume":
+    ckpt = load_checkpoint(ckpt_path, device)
+    if ckpt["model_args"]["vocab_size"] != meta["vocab_size"] or ckpt["model_args"]["block_size"] != block_size:
+        raise CramError(f"{ckpt_path} was trained on other data (vocab {ckpt['model_args']['vocab_size']}, block "
+                        f"{ckpt['model_args']['block_size']}) than {data_dir}: point --data_dir at that data")
+    model_args = ckpt["model_args"]  # the checkpoint's shape wins over the settings
+    step, tokens_seen, elapsed_s, micro_steps = ckpt["step"], ckpt["tokens_seen"], ckpt["elapsed_s"], ckpt["micro_steps"]
+    data_state = dict(ckpt["data_state"])
+elif init_from != "scratch":
+    raise CramError(f"--init_from={init_from}: use 'scratch' or 'resume'")
+elif master and os.path.exists(ckpt_path) and not overwrite:
+    raise CramError(f"{ckpt_path} exists: continue it with --init_from=resume, or pass --overwrite=True or another --out_dir")
+model = Bert(BertConfig(**model_args)).to(device)
+optimizer = model.configure_optimizers(weight_decay, learning_rate, betas, eps, device_type)
+if init_from == "resume":
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    torch.set_rng_state(ckpt["rng_cpu"])
+    del ckpt  # free the host copy of the weights
+raw_model = model
+if use_compile:
+    model = torch.compile(model)  # static shapes throughout: compiles once for training, once for eval
+eval_model = model  # rank 0 evaluates alone, so never through DDP (its forward talks to the other ranks)
+if ddp:
+    model = DDP(model, device_ids=[int(os.environ["LOCAL_RANK"])] if device_type == "cuda" else None)
+
+# the data stream: every block once per epoch in a seeded order (file order for sorted data), across
+# epoch ends without re-reading or skipping; ranks take disjoint slices of each global micro batch
+def epoch_order(epoch):
+    if meta.get("order") == "sorted":
+        return np.arange(n_train)
+    return np.random.default_rng([seed, epoch]).permutation(n_train)
+
+
+order = epoch_order(data_state["epoch"])
+mask_gen = torch.Generator(device=device)
+data_wait_s = 0.0
+
+
+def next_batch():
+    global order, micro_steps, data_wait_s
+    t0 = time.perf_counter()
+    need, parts = micro_batch_size * world_size, []
+    while need:
+        take = min(need, n_train - data_state["cursor"])
+        parts.append(order[data_state["cursor"]: data_state["cursor"] + take])
+        data_state["cursor"] += take
+        need -= take
+        if data_state["cursor"] == n_train:
+            data_state["epoch"] += 1
+            data_state["cursor"] = 0
+            order = epoch_order(data_state["epoch"])
+    rows = np.concatenate(parts)[rank * micro_batch_size: (rank + 1) * micro_batch_size]
+    x = torch.from_numpy(train_data[rows].astype(np.int64))
+    x = x.pin_memory().to(device, non_blocking=True) if device_type == "cuda" else x.to(device)
+    # masks from a seed per (micro step, rank): exact on resume with no generator state to carry
+    mask_gen.manual_seed(seed * 1_000_003 + micro_steps * world_size + rank)
+    micro_steps += 1
+    batch = mask_tokens(x, mask_fraction, tok.mask_id, tok.n_bpe, mask_gen)
+    data_wait_s += time.perf_counter() - t0
+    return batch
+
+
+# validation: fixed blocks, fixed masks, whole eval batches (one more compiled shape, no recompiles)
+eval_batch = min(micro_batch_size, len(val_data), eval_blocks)
+n_eval = min(eval_blocks, len(val_data)) // eval_batch * eval_batch
+val_x = torch.from_numpy(val_data[:n_eval].astype(np.int64)).to(device)
+val_x, val_y = mask_tokens(val_x, mask_fraction, tok.mask_id, tok.n_bpe, torch.Generator(device=device).manual_seed(0))
+
+
+@torch.no_grad()
+def evaluate():
+    eval_model.eval()
+    loss_sum, correct = 0.0, 0
+    for i in range(0, n_eval, eval_batch):
+        x, y = val_x[i: i + eval_batch], val_y[i: i + eval_batch]
+        with amp_ctx:
+            logits, loss = eval_model(x, y)
+        loss_sum += loss.item()
+        # the model gathers masked positions in increasing order, as boolean indexing does here
+        correct += (logits.argmax(-1) == y[y != -100].view(len(x), -1)).sum().item()
+    eval_model.train()
+    k = round(mask_fraction * block_size)
+    return loss_sum / (n_eval // eval_batch), correct / (n_eval * k)
+
+
+def log(record):
+    if not master:
+        return
+    print(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()), flush=True)
+    with open(os.path.join(out_dir, "log.jsonl"), "a") as f:
+        f.write(json.dumps(record) + "\n")
+    if wandb_log:
+        wandb.log(record, step=record["step"])
+
+
+def checkpoint():
+    if master:
+        save_checkpoint(ckpt_path, {
+            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "model_args": model_args, "meta": meta, "config": config, "step": step, "tokens_seen": tokens_seen,
+            "elapsed_s": elapsed_s, "micro_steps": micro_steps, "data_state": data_state, "rng_cpu": torch.get_rng_state()})
+
+
+# SIGTERM (schedulers) or Ctrl-C: finish the step, write a checkpoint, exit 0
+stop_signal = None
+
+
+def request_stop(signum, frame):
+    global stop_signal
+    stop_signal = signal.Signals(signum).name
+    signal.signal(signum, signal.SIG_DFL)  # a second signal kills at once
+
+
+signal.signal(signal.SIGTERM, request_stop)
+signal.signal(signal.SIGINT, request_stop)
+
+if master:
+    os.makedirs(out_dir, exist_ok=True)
+    if init_from == "scratch" and os.path.exists(os.path.join(out_dir, "log.jsonl")):
+        os.remove(os.path.join(out_dir, "log.jsonl"))
+    if wandb_log:
+        import wandb
+        wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+peak, peak_source = (peak_flops_per_sec, "setting") if peak_flops_per_sec else peak_flops(device_type, ptdtype)
+budget_s = budget_hours * 3600
+if master:
+    print(f"model: {raw_model.num_params():,} parameters, {model_args}")
+    print(f"data: {n_train:,} train blocks, {n_eval} eval blocks of {block_size} tokens; device {device}, "
+          f"{str(ptdtype).split('.')[-1]}, compile {use_compile}, {world_size} rank(s); peak {peak:.3g} FLOP/s ({peak_source})")
+
+# the loop -------------------------------------------------------------------------------------
+evals_done = sum(f <= (step / max_steps if max_steps else elapsed_s / budget_s) for f in eval_fractions)
+skipped_total = torch.zeros((), device=device)  # non-finite counters live on the device: no sync per step
+skipped_run = torch.zeros((), device=device)
+skipped_worst = torch.zeros((), device=device)
+t_last_log, tokens_last_log, excluded_last_log = time.time(), tokens_seen, 0.0
+t_resume, elapsed_at_resume, excluded_s, t_last_ckpt = time.time(), elapsed_s, 0.0, time.time()
+while True:
+    elapsed_s = elapsed_at_resume + time.time() - t_resume - excluded_s
+    if ddp:  # every rank must agree on the clock, or their batch sizes and stop step would differ
+        clock = torch.tensor([elapsed_s, float(stop_signal is not None)], device=device)
+        dist.all_reduce(clock, op=dist.ReduceOp.MAX)
+        elapsed_s, stop_signal = clock[0].item(), (stop_signal or ("signal" if clock[1].item() else None))
+    p = step / max_steps if max_steps else elapsed_s / budget_s
+    finished = p >= 1
+    if finished or stop_signal or (stop_at_step and step >= stop_at_step):
+        break
+    if evals_done < len(eval_fractions) and p >= eval_fractions[evals_done]:
+        t0 = time.time()
+        if master:
+            val_loss, val_acc = evaluate()
+            log({"step": step, "progress": p, "val_loss": val_loss, "val_acc": val_acc})
+        evals_done += 1
+        excluded_s += time.time() - t0
+    lr = learning_rate_at(p, schedule, learning_rate, warmup_fraction, cooldown_fraction)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    current_batch = batch_size_at(p, batch_size, micro_batch_size * world_size, batch_ramp)
+    loss, skipped = train_step(model, optimizer, scaler, next_batch, current_batch // (micro_batch_size * world_size),
+                               amp_ctx, grad_clip)
+    skipped_total += skipped
+    skipped_run = (skipped_run + 1) * skipped
+    skipped_worst = torch.maximum(skipped_worst, skipped_run)
+    step += 1
+    tokens_seen += current_batch * block_size
+
+    if step % log_interval == 0:
+        if skipped_worst.item() >= max_nonfinite_in_a_row:  # every rank checks: all must stop together
+            raise CramError(f"{int(skipped_worst.item())} steps in a row had a non-finite loss (last at step {step}); "
+                            f"lower --learning_rate or --grad_clip, or use --dtype=float32")
+        if ddp:  # cheap proof that the ranks still hold the same weights
+            checksum = torch.stack([p_.detach().float().sum() for p_ in raw_model.parameters()]).sum()[None]
+            sums = [torch.zeros_like(checksum) for _ in range(world_size)]
+            dist.all_gather(sums, checksum)
+            rank_spread = (torch.cat(sums).max() - torch.cat(sums).min()).item()
+        if master:
+            now = time.time()
+            dt = now - t_last_log - (excluded_s - excluded_last_log)  # eval and checkpoint time are not training time
+            tokens_per_sec = (tokens_seen - tokens_last_log) / max(dt, 1e-9)
+            record = {"step": step, "loss": loss.item(), "lr": lr, "batch_size": current_batch,
+                      "tokens_per_sec": tokens_per_sec, "mfu": raw_model.estimate_mfu(tokens_per_sec, peak),
+                      "data_wait": data_wait_s / max(dt, 1e-9), "skipped": int(skipped_total.item()),
+                      "tokens_seen": tokens_seen, "elapsed_s": elapsed_s, "remaining_s": max(0.0, budget_s - elapsed_s)}
+            if ddp:
+                record["rank_spread"] = rank_spread
+            log(record)
+            t_last_log, tokens_last_log, excluded_last_log, data_wait_s = now, tokens_seen, excluded_s, 0.0
+    if time.time() - t_last_ckpt > checkpoint_minutes * 60:
+        t0 = time.time()
+        elapsed_s = elapsed_at_resume + t0 - t_resume - excluded_s
+        checkpoint()
+        excluded_s += time.time() - t0
+        t_last_ckpt = time.time()
+
+# the end: a last evaluation unless we were interrupted, and the checkpoint
+if master and finished:
+    val_loss, val_acc = evaluate()
+    log({"step": step, "progress": min(p, 1.0), "val_loss": val_loss, "val_acc": val_acc, "final": True})
+checkpoint()
+if master:
+    why = f"stopped by {stop_signal}" if stop_signal else "done"
+    print(f"{why}: step {step}, {tokens_seen:,} tokens, {elapsed_s / 3600:.3f} h of the {budget_hours:g} h budget; "
+          f"checkpoint {ckpt_path}")
+if ddp:
+    dist.destroy_process_group()
