@@ -31,8 +31,8 @@ def _coerce(key, value, default, source):
         return value
     if type(default) is float and type(value) is int:
         return float(value)
-    if type(default) is tuple and type(value) is list:
-        return tuple(value)
+    if type(default) in (tuple, list) and type(value) in (tuple, list):  # --betas=0.9,0.98 parses as a tuple
+        return type(default)(value)
     raise CramError(f"{source}: {key} must be a {type(default).__name__} like its default "
                     f"{default!r}, got {value!r} ({type(value).__name__})")
 

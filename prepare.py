@@ -2,14 +2,36 @@
 Prepare a pretraining corpus: any English text -> memmapped uint16 blocks of block_size tokens.
 
     python prepare.py                                        # English Wikipedia from the HF hub
-    python prepare.py --dataset=../shared/text --out_dir=data/local
+    python prepare.py --dataset=../shared/text --out_dir=data/local --split_paragraphs=True
+    python prepare.py --dataset=wikimedia/wikipedia:20231101.en,HuggingFaceFW/fineweb-edu:sample-10BT
+
+--dataset takes comma-separated sources, interleaved document by document: Hugging Face hub datasets
+as name[:config] (streamed, nothing is downloaded up front; `HuggingFaceFW/fineweb-edu:sample-10BT` is
+a larger, cleaner alternative to the default Wikipedia, the paper's corpus being Wikipedia + BookCorpus)
+and local .txt files (one document each), .jsonl/.json/.parquet files with a text column, folders
+(searched recursively) and globs. Documents are cleaned (NFC, whitespace collapsed), filtered as in the
+paper (too short, too many tokens per character, exact duplicates), split into train/val by document,
+joined with [SEP], cut into blocks and written as out_dir/{train,val}.bin plus meta.json (written
+last: a folder with meta.json is complete).
 
 Also home of the one tokenizer helper that train.py and finetune_glue.py import.
 """
+import collections
+import glob
+import hashlib
+import json
 import os
+import random
+import re
+import sys
+import time
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import numpy as np
 
+import configurator
 from configurator import CramError
 
 
@@ -66,3 +88,369 @@ class Tokenizer:
                 raise CramError(f"{source}: {key} is {meta[key]} but tokenizer '{tok.name}' gives {mine[key]}; "
                                 f"re-run prepare.py with this version of cram")
         return tok
+
+
+# -----------------------------------------------------------------------------
+# settings, overridden by `python prepare.py [config.py] --key=value` (see configurator.py)
+
+dataset = "wikimedia/wikipedia:20231101.en"  # comma-separated hub name[:config], files, folders, globs
+out_dir = "data/wikipedia"
+text_column = "text"  # the column holding the text in hub datasets and .jsonl/.json/.parquet files
+split_paragraphs = False  # .txt files: each blank-line separated paragraph is a document
+tokenizer = "gpt2"
+block_size = 128
+max_tokens = 0  # stop after this many tokens are kept (0 = no cap)
+min_chars = 50  # shorter documents (after cleaning) are dropped: headings, page numbers, one-word lines
+# gpt2 gives 0.22-0.27 tokens/char on whole books and Wikipedia-like prose, up to ~0.33 on quote-heavy
+# dialogue paragraphs; tables, JSON, URLs and encoded blobs give 0.34-0.76 (0 = no filter)
+max_tokens_per_char = 0.33
+val_fraction = 0.005
+max_val_blocks = 2000
+order = "shuffle"  # shuffle | sorted (most '.' tokens first: the paper's curriculum) | none (document order)
+seed = 1337
+num_proc = os.cpu_count() or 1  # tokenizer threads: tiktoken releases the GIL
+force = False  # replace an existing prepared out_dir
+
+_SETTINGS = configurator.settings_of(dict(globals()))
+_EXTS = (".txt", ".jsonl", ".json", ".parquet")
+_PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n")
+_SHORT, _FILTERED = -1, -2  # record kinds besides a kept document's digest
+
+
+# -----------------------------------------------------------------------------
+# sources: each yields the raw text of one document at a time
+
+def _local_files(item):
+    path = os.path.expanduser(item)
+    if any(c in path for c in "*?["):
+        files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
+        if not files:
+            raise CramError(f"--dataset: the glob {item} matches no file")
+    elif os.path.isdir(path):
+        files = sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
+        if not (files := [f for f in files if f.lower().endswith(_EXTS)]):
+            raise CramError(f"--dataset: no {'/'.join(_EXTS)} file under the folder {item}")
+    elif os.path.isfile(path):
+        files = [path]
+    else:
+        raise CramError(f"--dataset: {item} does not exist: pass an existing file, folder or glob")
+    if bad := [f for f in files if not f.lower().endswith(_EXTS)]:
+        raise CramError(f"--dataset: {bad[0]} is not a {'/'.join(_EXTS)} file: pass only text files or their folder")
+    return files
+
+
+def _texts(rows, column, where):
+    """The text column of a stream of rows, checked on the first row."""
+    for i, row in enumerate(rows):
+        if i == 0 and column not in row:
+            raise CramError(f"{where}: no column '{column}' (it has: {', '.join(row)}); pass --text_column=NAME")
+        text = row[column]
+        yield text if isinstance(text, str) else "" if text is None else str(text)
+
+
+def _iter_files(files, column, split_paragraphs, counts):
+    for path in files:
+        counts["files"] += 1
+        if not path.lower().endswith(".txt"):
+            from datasets import load_dataset  # imported only when needed: it takes a second
+            builder = "parquet" if path.lower().endswith(".parquet") else "json"
+            try:
+                yield from _texts(load_dataset(builder, data_files=path, split="train", streaming=True), column, path)
+            except Exception as e:  # malformed JSON, a truncated parquet file
+                raise CramError(f"{path}: could not read it as {builder} ({type(e).__name__}: {str(e)[:200]})")
+            continue
+        with open(path, "rb") as f:
+            data = f.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:  # a stray Latin-1 byte should cost one character, not the run
+            text = data.decode("utf-8", errors="replace")
+            counts["replaced_chars"] += text.count("\ufffd")
+        text = text.removeprefix("\ufeff")
+        yield from (p for p in _PARAGRAPH.split(text) if p and not p.isspace()) if split_paragraphs else (text,)
+
+
+def _iter_hub(item, column):
+    """Streamed, so work starts at once and nothing huge is downloaded first; opened eagerly to fail early."""
+    name, _, config = item.partition(":")
+    hint = (f"pass local files instead, e.g. --dataset=path/to/*.txt or a folder of {'/'.join(_EXTS)} files "
+            f"(offline, HF_DATASETS_OFFLINE=1, only datasets already in the HF cache load)")
+    try:
+        from datasets import load_dataset
+        ds = load_dataset(name, config or None, split="train", streaming=True)
+    except Exception as e:
+        raise CramError(f"--dataset: {item} is no local path and the Hugging Face hub could not load it "
+                        f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); {hint}")
+
+    def gen():
+        try:
+            yield from _texts(ds, column, f"--dataset={item}")
+        except Exception as e:  # a connection lost mid-stream
+            raise CramError(f"--dataset: reading {item} from the hub failed ({type(e).__name__}: {e}); {hint}")
+    return gen()
+
+
+def _sources(spec, column, split_paragraphs, counts):
+    """Every source opened up front, so a typo fails before any work; documents interleaved round-robin."""
+    iters = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        local = os.path.exists(item) or any(ch in item for ch in "*?[") or item.startswith((".", "/", "~")) \
+            or item.lower().endswith(_EXTS)
+        iters.append(_iter_files(_local_files(item), column, split_paragraphs, counts) if local else _iter_hub(item, column))
+    if not iters:
+        raise CramError("--dataset is empty: pass a hub name such as wikimedia/wikipedia:20231101.en or local files")
+
+    def roundrobin():
+        while iters:
+            for it in list(iters):
+                try:
+                    yield next(it)
+                except StopIteration:
+                    iters.remove(it)
+    return roundrobin()
+
+
+# -----------------------------------------------------------------------------
+# the work on one chunk of raw documents, in a worker thread
+
+def _process(tok, docs, c):
+    """Clean, measure and tokenize; returns (records, tokens, bytes, chars): a record is (kind, n_tokens, chars)."""
+    records, tokens, nbytes, nchars = [], [], 0, 0
+    for doc in docs:
+        nbytes += len(doc.encode("utf-8"))
+        # hard-wrapped lines and indentation would otherwise cost tokens that carry nothing
+        doc = " ".join(unicodedata.normalize("NFC", doc).split())
+        nchars += len(doc)
+        if len(doc) < max(c.min_chars, 1):
+            records.append((_SHORT, 0, len(doc)))
+            continue
+        ids = tok.encode(doc)
+        if c.max_tokens_per_char and len(ids) > c.max_tokens_per_char * len(doc):
+            records.append((_FILTERED, 0, len(doc)))
+            continue
+        digest = int.from_bytes(hashlib.blake2b(doc.encode("utf-8"), digest_size=8).digest(), "little")
+        records.append((digest, len(ids), len(doc)))
+        tokens.extend(ids)
+    return records, np.array(tokens, dtype=np.uint16), nbytes, nchars
+
+
+def _chunks(docs, max_chars=1 << 18, max_docs=4096):
+    buf, n = [], 0
+    for doc in docs:
+        buf.append(doc)
+        n += len(doc)
+        if n >= max_chars or len(buf) >= max_docs:
+            yield buf
+            buf, n = [], 0
+    if buf:
+        yield buf
+
+
+# -----------------------------------------------------------------------------
+# packing and ordering
+
+class _Packer:
+    """Documents joined by [SEP] into a flat uint16 file of whole blocks; a trailing partial block is dropped."""
+
+    def __init__(self, path, block_size, sep_id, max_blocks=None):
+        self.f, self.bs, self.max_blocks = open(path, "wb"), block_size, max_blocks
+        self.sep = np.array([sep_id], dtype=np.uint16)
+        self.parts, self.pending, self.blocks, self.docs = [], 0, 0, 0
+
+    @property
+    def full(self):
+        return self.max_blocks is not None and self.blocks + self.pending // self.bs >= self.max_blocks
+
+    def add(self, ids):
+        if self.docs:
+            self.parts.append(self.sep)
+        self.parts.append(ids)
+        self.pending += len(ids) + (self.docs > 0)
+        self.docs += 1
+        if self.pending >= 1 << 22:
+            self._flush()
+
+    def _flush(self):
+        buf = np.concatenate(self.parts) if self.parts else np.zeros(0, np.uint16)
+        n = len(buf) // self.bs
+        if self.max_blocks is not None:
+            n = min(n, self.max_blocks - self.blocks)
+        buf[:n * self.bs].tofile(self.f)
+        self.blocks += n
+        self.parts, self.pending = [buf[n * self.bs:]], len(buf) - n * self.bs
+
+    def close(self):
+        self._flush()
+        self.f.close()
+        return self.blocks
+
+
+def _period_ids(tok):
+    """BPE ids of a sentence-ending '.', alone or glued to closing quotes/brackets ('."', ').', ' .')."""
+    ids = []
+    for i in range(tok.n_bpe):
+        s = tok.enc.decode_single_token_bytes(i).decode("utf-8", errors="replace")
+        if s.strip(" \"')]}\u2019\u201d") == ".":
+            ids.append(i)
+    return np.array(ids)
+
+
+def _reorder(src, dst, n_blocks, c, tok, split_index):
+    """Write src's blocks to dst in the chosen order, a chunk at a time (bounded memory whatever the size)."""
+    x = np.memmap(src, dtype=np.uint16, mode="r", shape=(n_blocks, c.block_size)) if n_blocks else None
+    step = max(1, (1 << 24) // c.block_size)  # 32 MB of tokens per chunk
+    if c.order == "shuffle":
+        perm = np.arange(n_blocks, dtype=np.uint32 if n_blocks < 2**32 else np.int64)  # 4 bytes a block in memory
+        np.random.default_rng([c.seed, split_index]).shuffle(perm)
+    else:
+        is_period = np.zeros(tok.vocab_size, dtype=bool)
+        is_period[_period_ids(tok)] = True
+        counts = np.zeros(n_blocks, dtype=np.int64)
+        for i in range(0, n_blocks, step):
+            counts[i:i + step] = is_period[x[i:i + step]].sum(axis=1)
+        perm = np.argsort(-counts, kind="stable")  # stable: ties keep document order
+    with open(dst, "wb") as f:
+        for i in range(0, n_blocks, step):
+            x[perm[i:i + step]].tofile(f)
+
+
+# -----------------------------------------------------------------------------
+# the pipeline
+
+def _check(c, tok):
+    if not 2 <= c.block_size <= 65535:
+        raise CramError(f"--block_size={c.block_size}: must be between 2 and 65535 (the paper uses 128)")
+    if tok.vocab_size > 65536:
+        raise CramError(f"--tokenizer={c.tokenizer}: its vocabulary of {tok.vocab_size} does not fit the uint16 files")
+    if c.order not in ("shuffle", "sorted", "none"):
+        raise CramError(f"--order={c.order}: must be shuffle, sorted or none")
+    if not 0 <= c.val_fraction < 1:
+        raise CramError(f"--val_fraction={c.val_fraction}: must be in [0, 1), e.g. 0.005")
+    if c.num_proc < 1 or c.max_tokens < 0 or c.max_val_blocks < 0 or c.max_tokens_per_char < 0:
+        raise CramError("--num_proc must be >= 1 and --max_tokens, --max_val_blocks, --max_tokens_per_char >= 0")
+
+
+def run(config=None, **overrides):
+    """Prepare out_dir from the module's settings updated by `config` and `overrides`; returns meta."""
+    given = {**(config or {}), **overrides}
+    if unknown := set(given) - set(_SETTINGS):
+        raise CramError(f"prepare.run: unknown settings {sorted(unknown)}")
+    c = SimpleNamespace(**{k: given.get(k, globals()[k]) for k in _SETTINGS})
+    t0 = time.time()
+    tok = Tokenizer(c.tokenizer)
+    _check(c, tok)
+    final = {name: os.path.join(c.out_dir, name) for name in ("train.bin", "val.bin", "meta.json")}
+    if not c.force and any(os.path.exists(p) for p in final.values()):
+        raise CramError(f"{c.out_dir} already holds a prepared corpus: pass --force=True to replace it, or another --out_dir")
+    counts = collections.Counter(files=0, replaced_chars=0)
+    docs = _sources(c.dataset, c.text_column, c.split_paragraphs, counts)
+    os.makedirs(c.out_dir, exist_ok=True)
+    for p in final.values():  # meta.json first: from here on the folder no longer claims to be complete
+        if os.path.exists(p):
+            os.remove(p)
+    tmp = {name: p + ".tmp" for name, p in final.items()}
+    tmp.update({f"{name}.order": p + ".order.tmp" for name, p in final.items() if name.endswith(".bin")})
+    try:
+        meta = _pipeline(c, tok, counts, docs, tmp, final, t0)
+    finally:  # an interrupted run leaves no half file under a final name, and no litter
+        for p in tmp.values():
+            if os.path.exists(p):
+                os.remove(p)
+    return meta
+
+
+def _pipeline(c, tok, counts, docs, tmp, final, t0):
+    train = _Packer(tmp["train.bin"], c.block_size, tok.sep_id)
+    val = _Packer(tmp["val.bin"], c.block_size, tok.sep_id, max_blocks=c.max_val_blocks)
+    rng, seen, last_report = random.Random(c.seed), set(), time.time()
+    for k in ("docs_read", "docs_short", "docs_filtered", "docs_duplicate", "chars", "chars_filtered", "tokens", "bytes"):
+        counts[k] = 0
+
+    def consume(result):
+        """Dedup and split in submission order, so the output does not depend on thread timing."""
+        records, tokens, nbytes, nchars = result
+        counts["bytes"] += nbytes
+        counts["chars"] += nchars
+        pos = 0
+        for kind, n, chars in records:
+            counts["docs_read"] += 1
+            if kind == _SHORT:
+                counts["docs_short"] += 1
+                continue
+            if kind == _FILTERED:
+                counts["docs_filtered"] += 1
+                counts["chars_filtered"] += chars
+                continue
+            ids, pos = tokens[pos:pos + n], pos + n
+            if kind in seen:
+                counts["docs_duplicate"] += 1
+                continue
+            seen.add(kind)
+            if c.max_tokens:
+                ids = ids[:c.max_tokens - counts["tokens"]]
+            counts["tokens"] += len(ids)
+            # a tiny corpus still gets a validation block: while val has none, every doc but the first goes there
+            to_val = c.val_fraction > 0 and not val.full and (
+                rng.random() < c.val_fraction or (train.docs > 0 and val.pending + val.blocks * c.block_size < c.block_size))
+            (val if to_val else train).add(ids)
+            if c.max_tokens and counts["tokens"] >= c.max_tokens:
+                return True
+        return False
+
+    with ThreadPoolExecutor(c.num_proc) as pool:
+        pending, done = collections.deque(), False
+        for chunk in _chunks(docs):
+            pending.append(pool.submit(_process, tok, chunk, c))
+            if len(pending) >= 2 * c.num_proc:  # bounded: a few chunks in flight, never the whole corpus
+                done = consume(pending.popleft().result())
+            if time.time() - last_report > 5:
+                last_report = time.time()
+                print(f"prepare: {counts['docs_read']:,} documents, {counts['bytes'] / 1e6:,.0f} MB, "
+                      f"{counts['tokens'] / 1e6:,.1f}M tokens, {counts['bytes'] / 1e6 / (time.time() - t0):.1f} MB/s",
+                      file=sys.stderr, flush=True)
+            if done:
+                break
+        while pending and not done:
+            done = consume(pending.popleft().result())
+        for f in pending:
+            f.cancel()
+    n_train, n_val = train.close(), val.close()
+    if n_train == 0:
+        raise CramError(
+            f"--dataset={c.dataset}: no training block left: read {counts['docs_read']} documents, dropped "
+            f"{counts['docs_short']} shorter than --min_chars={c.min_chars}, {counts['docs_filtered']} above "
+            f"--max_tokens_per_char={c.max_tokens_per_char}, {counts['docs_duplicate']} duplicates; the rest made "
+            f"{counts['tokens']} tokens for --block_size={c.block_size}: relax those settings or add text")
+    for name, n, i in (("train.bin", n_train, 0), ("val.bin", n_val, 1)):
+        if c.order == "none":
+            os.replace(tmp[name], final[name])
+        else:
+            _reorder(tmp[name], tmp[name + ".order"], n, c, tok, i)
+            os.replace(tmp[name + ".order"], final[name])
+    seconds = time.time() - t0
+    meta = {**tok.meta(), "block_size": c.block_size, "dtype": "uint16", "order": c.order, "seed": c.seed,
+            "train_blocks": n_train, "val_blocks": n_val, "train_docs": train.docs, "val_docs": val.docs,
+            "counts": dict(counts), "source": c.dataset, "options": vars(c),
+            "seconds": round(seconds, 2), "mb_per_s": round(counts["bytes"] / 1e6 / seconds, 2)}
+    with open(tmp["meta.json"], "w") as f:
+        json.dump(meta, f, indent=2)
+    os.replace(tmp["meta.json"], final["meta.json"])
+    _report(meta, c)
+    return meta
+
+
+def _report(meta, c):
+    n = meta["counts"]
+    pct = lambda k: f"{n[k] / max(1, n['docs_read']):.1%}"
+    print(f"read {n['docs_read']:,} documents ({n['files']} files, {n['bytes'] / 1e6:.1f} MB, "
+          f"{n['replaced_chars']} undecodable bytes replaced); dropped {n['docs_short']:,} short ({pct('docs_short')}), "
+          f"{n['docs_filtered']:,} by the tokens/char filter ({pct('docs_filtered')} of documents, "
+          f"{n['chars_filtered'] / max(1, n['chars']):.2%} of characters), {n['docs_duplicate']:,} duplicates")
+    print(f"kept {meta['train_docs'] + meta['val_docs']:,} documents, {n['tokens']:,} tokens -> "
+          f"{meta['train_blocks']:,} train + {meta['val_blocks']:,} val blocks of {c.block_size} in {c.out_dir} "
+          f"(order {c.order})")
+    print(f"{meta['seconds']:.1f} s, {meta['mb_per_s']:.1f} MB/s")
+
+
+if __name__ == "__main__":
+    run(configurator.configure(globals()))
