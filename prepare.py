@@ -256,6 +256,7 @@ class _Packer:
         self.f, self.bs, self.max_blocks = open(path, "wb"), block_size, max_blocks
         self.sep = np.array([sep_id], dtype=np.uint16)
         self.parts, self.pending, self.blocks, self.docs = [], 0, 0, 0
+        self.counts = np.zeros(1 << 16, dtype=np.int64)  # token histogram of what was written
 
     @property
     def full(self):
@@ -276,6 +277,7 @@ class _Packer:
         if self.max_blocks is not None:
             n = min(n, self.max_blocks - self.blocks)
         buf[:n * self.bs].tofile(self.f)
+        self.counts += np.bincount(buf[:n * self.bs], minlength=1 << 16)
         self.blocks += n
         self.parts, self.pending = [buf[n * self.bs:]], len(buf) - n * self.bs
 
@@ -427,9 +429,12 @@ def _pipeline(c, tok, counts, docs, tmp, final, t0):
         else:
             _reorder(tmp[name], tmp[name + ".order"], n, c, tok, i)
             os.replace(tmp[name + ".order"], final[name])
+    # the cross-entropy of always guessing the corpus's unigram distribution: a masked LM must beat it
+    p = train.counts[:tok.n_bpe] / max(1, train.counts[:tok.n_bpe].sum())
+    unigram_entropy = float(-(p[p > 0] * np.log(p[p > 0])).sum())
     seconds = time.time() - t0
     meta = {**tok.meta(), "block_size": c.block_size, "dtype": "uint16", "order": c.order, "seed": c.seed,
-            "train_blocks": n_train, "val_blocks": n_val, "train_docs": train.docs, "val_docs": val.docs,
+            "train_blocks": n_train, "val_blocks": n_val, "unigram_entropy": round(unigram_entropy, 4), "train_docs": train.docs, "val_docs": val.docs,
             "counts": dict(counts), "source": c.dataset, "options": vars(c),
             "seconds": round(seconds, 2), "mb_per_s": round(counts["bytes"] / 1e6 / seconds, 2)}
     with open(tmp["meta.json"], "w") as f:
@@ -448,7 +453,7 @@ def _report(meta, c):
           f"{n['chars_filtered'] / max(1, n['chars']):.2%} of characters), {n['docs_duplicate']:,} duplicates")
     print(f"kept {meta['train_docs'] + meta['val_docs']:,} documents, {n['tokens']:,} tokens -> "
           f"{meta['train_blocks']:,} train + {meta['val_blocks']:,} val blocks of {c.block_size} in {c.out_dir} "
-          f"(order {c.order})")
+          f"(order {c.order}); unigram entropy {meta['unigram_entropy']:.3f} nats")
     print(f"{meta['seconds']:.1f} s, {meta['mb_per_s']:.1f} MB/s")
 
 

@@ -120,15 +120,18 @@ def open_blocks(split):
     path = os.path.join(data_dir, f"{split}.bin")
     if not os.path.isfile(path):
         raise CramError(f"{path} not found: run prepare.py again for {data_dir} (an interrupted run leaves no {split}.bin)")
-    n_tokens = os.path.getsize(path) // 2
-    if os.path.getsize(path) % (2 * block_size) or n_tokens == 0:
+    if os.path.getsize(path) % (2 * block_size):
         raise CramError(f"{path}: {os.path.getsize(path)} bytes is not a whole number of {block_size}-token uint16 "
                         f"blocks; the file is truncated or from another prepare run: re-run prepare.py")
+    if os.path.getsize(path) == 0:
+        return np.zeros((0, block_size), dtype=np.uint16)  # np.memmap refuses empty files
     return np.memmap(path, dtype=np.uint16, mode="r").reshape(-1, block_size)
 
 
 train_data, val_data = open_blocks("train"), open_blocks("val")
 n_train = len(train_data)
+if n_train == 0:
+    raise CramError(f"{data_dir}/train.bin holds no blocks: prepare more text (or a smaller --block_size in prepare.py)")
 if batch_size % (micro_batch_size * world_size):
     raise CramError(f"--batch_size={batch_size} must be a multiple of micro_batch_size x ranks = {micro_batch_size * world_size}")
 
@@ -203,8 +206,8 @@ def next_batch():
 
 
 # validation: fixed blocks, fixed masks, whole eval batches (one more compiled shape, no recompiles)
-eval_batch = min(micro_batch_size, len(val_data), eval_blocks)
-n_eval = min(eval_blocks, len(val_data)) // eval_batch * eval_batch
+eval_batch = max(1, min(micro_batch_size, len(val_data), eval_blocks))
+n_eval = min(eval_blocks, len(val_data)) // eval_batch * eval_batch  # 0: no validation data, no evaluation
 val_x = torch.from_numpy(val_data[:n_eval].astype(np.int64)).to(device)
 val_x, val_y = mask_tokens(val_x, mask_fraction, tok.mask_id, tok.n_bpe, torch.Generator(device=device).manual_seed(0))
 
@@ -268,7 +271,8 @@ budget_s = budget_hours * 3600
 if master:
     print(f"model: {raw_model.num_params():,} parameters, {model_args}")
     print(f"data: {n_train:,} train blocks, {n_eval} eval blocks of {block_size} tokens; device {device}, "
-          f"{str(ptdtype).split('.')[-1]}, compile {use_compile}, {world_size} rank(s); peak {peak:.3g} FLOP/s ({peak_source})")
+          f"{str(ptdtype).split('.')[-1]}, compile {use_compile}, {world_size} rank(s); peak {peak:.3g} FLOP/s ({peak_source}); "
+          f"the unigram entropy a masked LM must beat: {meta.get('unigram_entropy', float('nan')):.3f} nats")
 
 # the loop -------------------------------------------------------------------------------------
 evals_done = sum(f <= (step / max_steps if max_steps else elapsed_s / budget_s) for f in eval_fractions)
@@ -289,7 +293,7 @@ while True:
         break
     if evals_done < len(eval_fractions) and p >= eval_fractions[evals_done]:
         t0 = time.time()
-        if master:
+        if master and n_eval:
             val_loss, val_acc = evaluate()
             log({"step": step, "progress": p, "val_loss": val_loss, "val_acc": val_acc})
         evals_done += 1
@@ -335,7 +339,7 @@ while True:
         t_last_ckpt = time.time()
 
 # the end: a last evaluation unless we were interrupted, and the checkpoint
-if master and finished:
+if master and finished and n_eval:
     val_loss, val_acc = evaluate()
     log({"step": step, "progress": min(p, 1.0), "val_loss": val_loss, "val_acc": val_acc, "final": True})
 checkpoint()

@@ -1,0 +1,165 @@
+"""train.py as a user runs it: a subprocess on data made by prepare.py, a tiny model, seconds per run."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from model import load_checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_TEXT = os.path.join(ROOT, "..", "shared", "text")
+TINY = ["--n_layer=2", "--n_head=2", "--n_embd=64", "--n_inner=128", "--micro_batch_size=8", "--batch_size=16",
+        "--dtype=float32", "--compile=False", "--log_interval=1", "--eval_blocks=16"]
+
+
+def run(script, *args, timeout=300, **kw):
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def prepare(tmp, source, name, *args):
+    out = str(tmp / name)
+    r = run("prepare.py", f"--dataset={source}", f"--out_dir={out}", *args)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Real text prepared by prepare.py: ../shared/text when present, else generated prose."""
+    tmp = tmp_path_factory.mktemp("data")
+    source = SHARED_TEXT
+    if not os.path.isdir(source):
+        rng = np.random.default_rng(0)
+        words = "the a cat dog sat on mat ran far home day night and but then was is old new red big".split()
+        source = str(tmp / "gen.txt")
+        with open(source, "w") as f:
+            f.write("\n\n".join(" ".join(rng.choice(words, 60)) + "." for _ in range(3000)))
+    return prepare(tmp, source, "prepared", "--split_paragraphs=True")
+
+
+def train(data, out, *args, **kw):
+    return run("train.py", f"--data_dir={data}", f"--out_dir={out}", *TINY, *args, **kw)
+
+
+def read_log(out):
+    with open(os.path.join(out, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_loss_falls_clearly_on_real_text(data, tmp_path):
+    r = train(data, tmp_path, "--max_steps=40")
+    assert r.returncode == 0, r.stderr
+    log = read_log(tmp_path)
+    losses = [x["loss"] for x in log if "loss" in x]
+    vals = [x["val_loss"] for x in log if "val_loss" in x]
+    assert len(losses) == 40 and losses[-1] < losses[0] - 1.5, losses
+    assert len(vals) == 4 and log[-1].get("final") and vals[-1] < vals[0]
+    lrs = {x["step"]: x["lr"] for x in log if "lr" in x}  # the lr of step s was set at p = (s - 1) / 40
+    assert lrs[1] == pytest.approx(2.5e-4) and lrs[31] == pytest.approx(1e-3) and lrs[40] == pytest.approx(1e-4)
+    assert [x["batch_size"] for x in log if "batch_size" in x][:3] == [8, 8, 8] and log[-2]["batch_size"] == 16
+    ckpt = load_checkpoint(os.path.join(tmp_path, "ckpt.pt"))
+    assert ckpt["step"] == 40 and ckpt["meta"]["block_size"] == 128
+
+
+def test_resume_continues_bitwise(data, tmp_path):
+    straight, staged = tmp_path / "straight", tmp_path / "staged"
+    assert train(data, straight, "--max_steps=8").returncode == 0
+    r = train(data, staged, "--max_steps=8", "--stop_at_step=4")
+    assert r.returncode == 0 and load_checkpoint(os.path.join(staged, "ckpt.pt"))["step"] == 4, r.stderr
+    r = train(data, staged, "--max_steps=8", "--init_from=resume")
+    assert r.returncode == 0, r.stderr
+    a, b = load_checkpoint(os.path.join(straight, "ckpt.pt")), load_checkpoint(os.path.join(staged, "ckpt.pt"))
+    assert a["step"] == b["step"] == 8 and a["data_state"] == b["data_state"]
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    # the resumed run appends to the staged log: together they read as the straight run
+    assert [x["loss"] for x in read_log(staged) if "loss" in x] == [x["loss"] for x in read_log(straight) if "loss" in x]
+
+
+def test_epochs_neither_reread_nor_skip_blocks(tmp_path):
+    """20 blocks, 8 per micro batch: epoch ends fall inside batches; resume still exact."""
+    text = tmp_path / "small.txt"
+    text.write_text(" ".join(f"Sentence number {i} is here." for i in range(500)))
+    small = prepare(tmp_path, str(text), "small", "--val_fraction=0.0", "--min_chars=10")
+    n_train = json.load(open(os.path.join(small, "meta.json")))["train_blocks"]
+    assert n_train == 27  # 3,555 tokens
+    r = train(small, tmp_path / "o", "--max_steps=5", "--batch_ramp=0.0")
+    assert r.returncode == 0, r.stderr
+    state = load_checkpoint(os.path.join(tmp_path, "o", "ckpt.pt"))["data_state"]
+    drawn = 5 * 16
+    assert state == {"epoch": drawn // n_train, "cursor": drawn % n_train}
+
+
+def test_ten_second_budget_stops_within_one_step_and_checkpoints(data, tmp_path):
+    r = train(data, tmp_path, f"--budget_hours={10 / 3600}")
+    assert r.returncode == 0, r.stderr
+    ckpt = load_checkpoint(os.path.join(tmp_path, "ckpt.pt"))
+    step_s = ckpt["elapsed_s"] / ckpt["step"]
+    assert 10.0 <= ckpt["elapsed_s"] <= 10.0 + 2 * step_s + 0.5, (ckpt["elapsed_s"], step_s)
+    assert read_log(tmp_path)[-1].get("final")
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_0(data, tmp_path):
+    proc = subprocess.Popen([sys.executable, "train.py", f"--data_dir={data}", f"--out_dir={tmp_path}", *TINY,
+                             "--budget_hours=1.0"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log_path = os.path.join(tmp_path, "log.jsonl")
+    deadline = time.time() + 120
+    while time.time() < deadline and not (os.path.exists(log_path) and os.path.getsize(log_path) > 0):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "stopped by SIGTERM" in out
+    assert load_checkpoint(os.path.join(tmp_path, "ckpt.pt"))["step"] >= 1
+
+
+def test_ddp_two_ranks_on_cpu_stay_identical_and_learn(data, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+                        f"--data_dir={data}", f"--out_dir={tmp_path}", *TINY, "--max_steps=12", "--learning_rate=4e-3"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    steps = [x for x in read_log(tmp_path) if "loss" in x]
+    assert len(steps) == 12 and all(x["rank_spread"] == 0.0 for x in steps)  # checked after every step
+    assert steps[-1]["loss"] < steps[0]["loss"] - 0.5
+    assert steps[-1]["batch_size"] == 16  # 8 per rank x 2 ranks
+
+
+def test_non_finite_loss_stops_the_run_without_writing_a_checkpoint(data, tmp_path):
+    r = train(data, tmp_path, "--max_steps=30", "--learning_rate=1e30", "--log_interval=10")
+    assert r.returncode != 0 and "non-finite" in r.stderr, r.stderr
+    assert not os.path.exists(os.path.join(tmp_path, "ckpt.pt"))
+
+
+def test_clear_errors(data, tmp_path):
+    def err(data_dir, *args):
+        r = train(data_dir, tmp_path / "out", *args)
+        assert r.returncode != 0
+        assert "Traceback" not in r.stderr, r.stderr
+        return r.stderr.strip().splitlines()[-1]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "run prepare.py" in err(empty) or "prepare the data first" in err(empty)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "meta.json").write_text(open(os.path.join(data, "meta.json")).read())
+    assert "train.bin not found" in err(broken)
+    (broken / "train.bin").write_bytes(open(os.path.join(data, "train.bin"), "rb").read()[:1000])
+    (broken / "val.bin").write_bytes(open(os.path.join(data, "val.bin"), "rb").read())
+    assert "not a whole number" in err(broken)
+    assert "contradicts" in err(data, "--block_size=64")
+    assert "contradicts" in err(data, "--vocab_size=32768")
+    assert "did you mean n_layer" in err(data, "--n_layers=3")
+    os.makedirs(tmp_path / "out", exist_ok=True)
+    (tmp_path / "out" / "ckpt.pt").write_bytes(b"not a checkpoint at all")
+    assert "corrupt" in err(data, "--init_from=resume")
+    assert "exists" in err(data)  # a scratch run never silently replaces a checkpoint
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "out" / "ckpt.pt")
+    assert "not a cram checkpoint" in err(data, "--init_from=resume")
