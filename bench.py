@@ -9,15 +9,15 @@ train_step from model.py) and print throughput, MFU, memory and where the time g
 Accepts train.py's setting names; the peak FLOP/s comes from the GPU table, else a measured matmul
 (always measured on CPU), so MFU is against what this device can actually do.
 """
-import json
-import os
 import time
 
 import numpy as np
 import torch
 
 import configurator
-from model import (Bert, BertConfig, amp_context, autocast_dtype, mask_tokens, peak_flops, pick_device, train_step)
+from model import (Bert, BertConfig, amp_context, autocast_dtype, grad_scaler, mask_tokens, peak_flops, pick_device,
+                   train_step)
+from prepare import Tokenizer, open_blocks, read_meta
 
 # -----------------------------------------------------------------------------
 data_dir = ""  # a prepare.py folder for real blocks; empty = random tokens
@@ -43,6 +43,7 @@ compile = None  # None: on for CUDA, off elsewhere
 compile_mode = "default"  # or "max-autotune" (tries CUDA graphs and autotuned kernels)
 find_max_micro_batch = False  # CUDA: double the micro batch until it no longer fits, print the largest
 profile = False  # write a torch profiler trace and print the ten costliest ops
+trace_file = "bench_trace.json"  # where --profile writes the trace (open in ui.perfetto.dev)
 peak_flops_per_sec = 0.0
 seed = 1337
 config = configurator.configure(globals())
@@ -55,12 +56,13 @@ use_compile = device_type == "cuda" if compile is None else compile
 if device_type == "cuda":
     torch.backends.cuda.matmul.allow_tf32 = True
 torch.manual_seed(seed)
-n_bpe, mask_id = 50257, 50259  # gpt2's BPE ids and our [MASK]; see prepare.Tokenizer
 if data_dir:
-    with open(os.path.join(data_dir, "meta.json")) as f:
-        meta = json.load(f)
-    block_size, vocab_size, mask_id = meta["block_size"], meta["vocab_size"], meta["special_ids"]["[MASK]"]
-    blocks = np.memmap(os.path.join(data_dir, "train.bin"), dtype=np.uint16, mode="r").reshape(-1, block_size)
+    meta = read_meta(data_dir)
+    tok = Tokenizer.from_meta(meta)
+    block_size, vocab_size = meta["block_size"], meta["vocab_size"]
+    blocks = open_blocks(data_dir, "train", block_size)
+else:
+    tok = Tokenizer()
 cfg = BertConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                  n_inner=n_inner, mask_fraction=mask_fraction)
 
@@ -68,7 +70,7 @@ cfg = BertConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, 
 def build(micro_batch):
     model = Bert(cfg).to(device)
     optimizer = model.configure_optimizers(weight_decay, learning_rate, betas, eps, device_type)
-    scaler = torch.amp.GradScaler(device_type, enabled=ptdtype == torch.float16)
+    scaler = grad_scaler(device_type, ptdtype)
     compiled = torch.compile(model, mode=compile_mode) if use_compile else model
     gen = torch.Generator(device=device).manual_seed(seed)
     state = {"cursor": 0, "wait_s": 0.0}
@@ -79,10 +81,10 @@ def build(micro_batch):
             rows = np.arange(state["cursor"], state["cursor"] + micro_batch) % len(blocks)
             state["cursor"] += micro_batch
             x = torch.from_numpy(blocks[rows].astype(np.int64))
-            x = x.pin_memory().to(device, non_blocking=True) if device_type == "cuda" else x
+            x = x.pin_memory().to(device, non_blocking=True) if device_type == "cuda" else x.to(device)
         else:
-            x = torch.randint(0, n_bpe, (micro_batch, block_size), device=device, generator=gen)
-        batch = mask_tokens(x, mask_fraction, mask_id, n_bpe, gen)
+            x = torch.randint(0, tok.n_bpe, (micro_batch, block_size), device=device, generator=gen)
+        batch = mask_tokens(x, mask_fraction, tok.mask_id, tok.n_bpe, gen)
         state["wait_s"] += time.perf_counter() - t0
         return batch
 
@@ -149,8 +151,7 @@ if profile:
         for _ in range(3):
             step()
         sync()
-    trace = "bench_trace.json"
-    prof.export_chrome_trace(trace)
+    prof.export_chrome_trace(trace_file)
     sort_by = "self_cuda_time_total" if device_type == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=sort_by, row_limit=10))
-    print(f"trace written to {trace} (open in chrome://tracing or ui.perfetto.dev)")
+    print(f"trace written to {trace_file} (open in chrome://tracing or ui.perfetto.dev)")

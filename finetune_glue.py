@@ -255,12 +255,6 @@ def collate(seqs, pad_id):
     return idx, mask
 
 
-def lr_at(step, total, warmup, base):
-    if step < warmup:
-        return base * (step + 1) / warmup
-    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 # -----------------------------------------------------------------------------
 # metrics, as percentages like the paper's tables
 
@@ -309,7 +303,7 @@ def predict(model, seqs, pad_id, regression, batch, device, ctx):
 def finetune(model, name, train, devs, pad_id, hp, run_seed, device, dtype=torch.float32, log=print):
     """Fine-tune on train = (seqs, labels), score every dev row = {row: (seqs, labels)} after each epoch, under
     autocast to dtype. Returns the per-epoch scores and mean training losses; the last epoch's are the result."""
-    from model import amp_context
+    from model import amp_context, learning_rate_at
     device_type = device.split(":")[0]  # cuda:1 -> cuda
     ctx = amp_context(device_type, dtype)
     opt = model.configure_optimizers(hp["weight_decay"], hp["learning_rate"], tuple(hp["betas"]), hp["eps"], device_type)
@@ -320,7 +314,6 @@ def finetune(model, name, train, devs, pad_id, hp, run_seed, device, dtype=torch
     bs, n = hp["batch_size"], len(seqs)
     per_epoch = math.ceil(n / bs)
     total = hp["epochs"] * per_epoch
-    warmup = int(hp["warmup_fraction"] * total)
     gen = torch.Generator().manual_seed(run_seed)
     history, step = [], 0
     for epoch in range(1, hp["epochs"] + 1):
@@ -330,7 +323,8 @@ def finetune(model, name, train, devs, pad_id, hp, run_seed, device, dtype=torch
             ids = order[i:i + bs]
             idx, mask = collate([seqs[j] for j in ids.tolist()], pad_id)
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, total, warmup, hp["learning_rate"])
+                # linear warmup then cosine decay to 0: train.py's cosine schedule, over steps (+1: no zero-lr step)
+                group["lr"] = learning_rate_at((step + 1) / (total + 1), "cosine", hp["learning_rate"], hp["warmup_fraction"])
             with ctx:
                 _, loss = model(idx.to(device), attention_mask=mask.to(device), labels=labels[ids].to(device))
             scaler.scale(loss).backward()

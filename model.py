@@ -148,14 +148,18 @@ class Bert(CramModule):
         h = self.encode(idx, attention_mask)
         if labels is None:
             return self.decoder(h), None
-        # sparse prediction: gather the masked positions before the decoder. A fixed count per row keeps
-        # shapes static for torch.compile; a row with fewer masks gathers -100 slots that the loss ignores.
-        k = round(self.config.mask_fraction * idx.size(1))
-        pos = labels.ne(-100).to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :k]
-        h = h.gather(1, pos[:, :, None].expand(-1, -1, h.size(-1)))
-        logits = self.decoder(h)
+        # sparse prediction: gather the masked positions before the decoder
+        pos = self.masked_positions(labels)
+        logits = self.decoder(h.gather(1, pos[:, :, None].expand(-1, -1, h.size(-1))))
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), labels.gather(1, pos).view(-1), ignore_index=-100)
         return logits, loss
+
+    def masked_positions(self, labels):
+        """(B, k) indices of the masked positions, in increasing order; labels.gather(1, pos) are the targets
+        of the sparse logits. A fixed k per row keeps shapes static for torch.compile; a row with fewer masks
+        gathers -100 slots that the loss ignores."""
+        k = round(self.config.mask_fraction * labels.size(1))
+        return labels.ne(-100).to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :k]
 
     def flops_per_token(self):
         # forward + backward = 3 x forward, and a matmul with N weights costs 2N FLOPs per token forward:
@@ -255,7 +259,8 @@ def train_step(model, optimizer, scaler, next_batch, accum_steps, amp_ctx, grad_
             scaler.scale(loss / accum_steps).backward()
         loss_sum = loss_sum + loss.detach()
     scaler.unscale_(optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    # grad_clip 0 means no clipping; the norm is computed either way, for the non-finite check
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
     skipped = (~torch.isfinite(grad_norm)).float()
     if not scaler.is_enabled():  # fp16's GradScaler does the same itself
         if optimizer.defaults.get("fused"):
@@ -307,6 +312,10 @@ def autocast_dtype(device, dtype="auto"):
 
 def amp_context(device, dtype):
     return nullcontext() if dtype == torch.float32 else torch.autocast(device_type=device, dtype=dtype)
+
+
+def grad_scaler(device, dtype):
+    return torch.amp.GradScaler(device, enabled=dtype == torch.float16)  # fp16 needs loss scaling, bf16 does not
 
 
 # dense (no sparsity) tensor-core bf16/fp16 FLOP/s with fp32 accumulation, from the vendors' data sheets

@@ -91,6 +91,31 @@ class Tokenizer:
 
 
 # -----------------------------------------------------------------------------
+# reading a prepared folder: the one place that knows the format, for train.py and bench.py
+
+def read_meta(data_dir):
+    path = os.path.join(data_dir, "meta.json")
+    if not os.path.isfile(path):
+        raise CramError(f"{path} not found: prepare the data first, e.g. python prepare.py --out_dir={data_dir}")
+    with open(path) as f:
+        return json.load(f)
+
+
+def open_blocks(data_dir, split, block_size):
+    """A split's blocks as a read-only (n, block_size) uint16 memmap, checked for a whole number of blocks."""
+    path = os.path.join(data_dir, f"{split}.bin")
+    if not os.path.isfile(path):
+        raise CramError(f"{path} not found: run prepare.py again for {data_dir} (an interrupted run leaves no {split}.bin)")
+    size = os.path.getsize(path)
+    if size % (2 * block_size):
+        raise CramError(f"{path}: {size} bytes is not a whole number of {block_size}-token uint16 blocks; "
+                        f"the file is truncated or from another prepare run: re-run prepare.py")
+    if size == 0:
+        return np.zeros((0, block_size), dtype=np.uint16)  # np.memmap refuses empty files
+    return np.memmap(path, dtype=np.uint16, mode="r").reshape(-1, block_size)
+
+
+# -----------------------------------------------------------------------------
 # settings, overridden by `python prepare.py [config.py] --key=value` (see configurator.py)
 
 dataset = "wikimedia/wikipedia:20231101.en"  # comma-separated hub name[:config], files, folders, globs

@@ -13,8 +13,6 @@ import json
 import os
 import signal
 import time
-from contextlib import nullcontext
-from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -23,9 +21,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import configurator
 from configurator import CramError
-from model import (Bert, BertConfig, amp_context, autocast_dtype, batch_size_at, learning_rate_at, load_checkpoint,
-                   mask_tokens, peak_flops, pick_device, save_checkpoint, train_step)
-from prepare import Tokenizer
+from model import (Bert, BertConfig, amp_context, autocast_dtype, batch_size_at, grad_scaler, learning_rate_at,
+                   load_checkpoint, mask_tokens, peak_flops, pick_device, save_checkpoint, train_step)
+from prepare import Tokenizer, open_blocks, read_meta
 
 # -----------------------------------------------------------------------------
 # settings: the paper's final recipe; override with config/*.py files and --key=value
@@ -94,7 +92,7 @@ else:
 master = rank == 0
 ptdtype = autocast_dtype(device_type, dtype)
 amp_ctx = amp_context(device_type, ptdtype)
-scaler = torch.amp.GradScaler(device_type, enabled=ptdtype == torch.float16)  # fp16 needs loss scaling, bf16 not
+scaler = grad_scaler(device_type, ptdtype)
 use_compile = device_type == "cuda" if compile is None else compile
 if device_type == "cuda":
     torch.backends.cuda.matmul.allow_tf32 = True  # fp32 leftovers (e.g. the loss) on tensor cores
@@ -103,10 +101,7 @@ torch.manual_seed(seed)
 
 # data: memmapped uint16 blocks from prepare.py
 meta_path = os.path.join(data_dir, "meta.json")
-if not os.path.isfile(meta_path):
-    raise CramError(f"{meta_path} not found: prepare the data first, e.g. python prepare.py --out_dir={data_dir}")
-with open(meta_path) as f:
-    meta = json.load(f)
+meta = read_meta(data_dir)
 tok = Tokenizer.from_meta(meta, meta_path)
 if block_size and block_size != meta["block_size"]:
     raise CramError(f"--block_size={block_size} contradicts {meta_path} (block_size {meta['block_size']}): "
@@ -116,19 +111,7 @@ if vocab_size and vocab_size != meta["vocab_size"]:
 block_size = meta["block_size"]
 
 
-def open_blocks(split):
-    path = os.path.join(data_dir, f"{split}.bin")
-    if not os.path.isfile(path):
-        raise CramError(f"{path} not found: run prepare.py again for {data_dir} (an interrupted run leaves no {split}.bin)")
-    if os.path.getsize(path) % (2 * block_size):
-        raise CramError(f"{path}: {os.path.getsize(path)} bytes is not a whole number of {block_size}-token uint16 "
-                        f"blocks; the file is truncated or from another prepare run: re-run prepare.py")
-    if os.path.getsize(path) == 0:
-        return np.zeros((0, block_size), dtype=np.uint16)  # np.memmap refuses empty files
-    return np.memmap(path, dtype=np.uint16, mode="r").reshape(-1, block_size)
-
-
-train_data, val_data = open_blocks("train"), open_blocks("val")
+train_data, val_data = open_blocks(data_dir, "train", block_size), open_blocks(data_dir, "val", block_size)
 n_train = len(train_data)
 if n_train == 0:
     raise CramError(f"{data_dir}/train.bin holds no blocks: prepare more text (or a smaller --block_size in prepare.py)")
@@ -139,15 +122,17 @@ if batch_size % (micro_batch_size * world_size):
 model_args = dict(vocab_size=meta["vocab_size"], block_size=block_size, n_layer=n_layer, n_head=n_head,
                   n_embd=n_embd, n_inner=n_inner, dropout=dropout, mask_fraction=mask_fraction)
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
-step, tokens_seen, elapsed_s, micro_steps = 0, 0, 0.0, 0
+step, tokens_seen, elapsed_s, micro_steps, evals_done = 0, 0, 0.0, 0, 0
 data_state = {"epoch": 0, "cursor": 0}
 if init_from == "resume":
-    ckpt = load_checkpoint(ckpt_path, device)
+    ckpt = load_checkpoint(ckpt_path, "cpu")  # load_state_dict moves tensors where they belong
     if ckpt["model_args"]["vocab_size"] != meta["vocab_size"] or ckpt["model_args"]["block_size"] != block_size:
         raise CramError(f"{ckpt_path} was trained on other data (vocab {ckpt['model_args']['vocab_size']}, block "
                         f"{ckpt['model_args']['block_size']}) than {data_dir}: point --data_dir at that data")
-    model_args = ckpt["model_args"]  # the checkpoint's shape wins over the settings
+    model_args = ckpt["model_args"]  # the checkpoint's shape (and mask rate) wins over the settings
+    mask_fraction = model_args["mask_fraction"]
     step, tokens_seen, elapsed_s, micro_steps = ckpt["step"], ckpt["tokens_seen"], ckpt["elapsed_s"], ckpt["micro_steps"]
+    evals_done = ckpt["evals_done"]
     data_state = dict(ckpt["data_state"])
 elif init_from != "scratch":
     raise CramError(f"--init_from={init_from}: use 'scratch' or 'resume'")
@@ -158,7 +143,8 @@ optimizer = model.configure_optimizers(weight_decay, learning_rate, betas, eps, 
 if init_from == "resume":
     model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
-    scaler.load_state_dict(ckpt["scaler"])
+    if ckpt["scaler"] and scaler.is_enabled():  # empty when the run it came from used bf16 or fp32
+        scaler.load_state_dict(ckpt["scaler"])
     torch.set_rng_state(ckpt["rng_cpu"])
     del ckpt  # free the host copy of the weights
 raw_model = model
@@ -166,7 +152,10 @@ if use_compile:
     model = torch.compile(model)  # static shapes throughout: compiles once for training, once for eval
 eval_model = model  # rank 0 evaluates alone, so never through DDP (its forward talks to the other ranks)
 if ddp:
-    model = DDP(model, device_ids=[int(os.environ["LOCAL_RANK"])] if device_type == "cuda" else None)
+    # broadcast_buffers=False: the only buffer is the constant sinusoid, no need to send it every forward
+    model = DDP(model, device_ids=[int(os.environ["LOCAL_RANK"])] if device_type == "cuda" else None,
+                broadcast_buffers=False)
+    clock_group = dist.new_group(backend="gloo")  # the clock on CPU tensors: agreeing on it never waits for the GPU
 
 # the data stream: every block once per epoch in a seeded order (file order for sorted data), across
 # epoch ends without re-reading or skipping; ranks take disjoint slices of each global micro batch
@@ -215,17 +204,17 @@ val_x, val_y = mask_tokens(val_x, mask_fraction, tok.mask_id, tok.n_bpe, torch.G
 @torch.no_grad()
 def evaluate():
     eval_model.eval()
-    loss_sum, correct = 0.0, 0
+    loss_sum, correct, count = 0.0, 0, 0
     for i in range(0, n_eval, eval_batch):
         x, y = val_x[i: i + eval_batch], val_y[i: i + eval_batch]
         with amp_ctx:
             logits, loss = eval_model(x, y)
         loss_sum += loss.item()
-        # the model gathers masked positions in increasing order, as boolean indexing does here
-        correct += (logits.argmax(-1) == y[y != -100].view(len(x), -1)).sum().item()
+        targets = y.gather(1, raw_model.masked_positions(y))  # aligned with the sparse logits
+        correct += (logits.argmax(-1) == targets).sum().item()
+        count += (targets != -100).sum().item()
     eval_model.train()
-    k = round(mask_fraction * block_size)
-    return loss_sum / (n_eval // eval_batch), correct / (n_eval * k)
+    return loss_sum / (n_eval // eval_batch), correct / count
 
 
 def log(record):
@@ -243,7 +232,15 @@ def checkpoint():
         save_checkpoint(ckpt_path, {
             "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
             "model_args": model_args, "meta": meta, "config": config, "step": step, "tokens_seen": tokens_seen,
-            "elapsed_s": elapsed_s, "micro_steps": micro_steps, "data_state": data_state, "rng_cpu": torch.get_rng_state()})
+            "elapsed_s": elapsed_s, "micro_steps": micro_steps, "evals_done": evals_done, "data_state": data_state,
+            "rng_cpu": torch.get_rng_state()})
+
+
+def pause_clock():
+    """Start timing work the budget does not count; wait for queued GPU work first, so it is not counted too."""
+    if device_type == "cuda":
+        torch.cuda.synchronize()
+    return time.monotonic()
 
 
 # SIGTERM (schedulers) or Ctrl-C: finish the step, write a checkpoint, exit 0
@@ -261,8 +258,13 @@ signal.signal(signal.SIGINT, request_stop)
 
 if master:
     os.makedirs(out_dir, exist_ok=True)
-    if init_from == "scratch" and os.path.exists(os.path.join(out_dir, "log.jsonl")):
-        os.remove(os.path.join(out_dir, "log.jsonl"))
+    log_path = os.path.join(out_dir, "log.jsonl")
+    if os.path.exists(log_path):  # scratch: a new log; resume: drop the lines of steps the checkpoint did not keep
+        with open(log_path) as f:
+            kept = [line for line in f if init_from == "resume" and json.loads(line)["step"] <= step]
+        with open(log_path + ".tmp", "w") as f:
+            f.writelines(kept)
+        os.replace(log_path + ".tmp", log_path)
     if wandb_log:
         import wandb
         wandb.init(project=wandb_project, name=wandb_run_name, config=config)
@@ -275,29 +277,29 @@ if master:
           f"the unigram entropy a masked LM must beat: {meta.get('unigram_entropy', float('nan')):.3f} nats")
 
 # the loop -------------------------------------------------------------------------------------
-evals_done = sum(f <= (step / max_steps if max_steps else elapsed_s / budget_s) for f in eval_fractions)
 skipped_total = torch.zeros((), device=device)  # non-finite counters live on the device: no sync per step
 skipped_run = torch.zeros((), device=device)
 skipped_worst = torch.zeros((), device=device)
-t_last_log, tokens_last_log, excluded_last_log = time.time(), tokens_seen, 0.0
-t_resume, elapsed_at_resume, excluded_s, t_last_ckpt = time.time(), elapsed_s, 0.0, time.time()
+# the clock is monotonic: a wall-clock (NTP) step during a day-long run must not move the budget
+t_last_log, tokens_last_log, excluded_last_log = time.monotonic(), tokens_seen, 0.0
+t_resume, elapsed_at_resume, excluded_s, t_last_ckpt = time.monotonic(), elapsed_s, 0.0, time.monotonic()
 while True:
-    elapsed_s = elapsed_at_resume + time.time() - t_resume - excluded_s
-    if ddp:  # every rank must agree on the clock, or their batch sizes and stop step would differ
-        clock = torch.tensor([elapsed_s, float(stop_signal is not None)], device=device)
-        dist.all_reduce(clock, op=dist.ReduceOp.MAX)
+    elapsed_s = elapsed_at_resume + time.monotonic() - t_resume - excluded_s
+    if ddp:  # every rank takes rank 0's clock (it alone evaluates and writes) and stops if any was signalled
+        clock = torch.tensor([elapsed_s if master else 0.0, float(stop_signal is not None)])
+        dist.all_reduce(clock, op=dist.ReduceOp.MAX, group=clock_group)
         elapsed_s, stop_signal = clock[0].item(), (stop_signal or ("signal" if clock[1].item() else None))
     p = step / max_steps if max_steps else elapsed_s / budget_s
     finished = p >= 1
     if finished or stop_signal or (stop_at_step and step >= stop_at_step):
         break
     if evals_done < len(eval_fractions) and p >= eval_fractions[evals_done]:
-        t0 = time.time()
+        t0 = pause_clock()
         if master and n_eval:
             val_loss, val_acc = evaluate()
             log({"step": step, "progress": p, "val_loss": val_loss, "val_acc": val_acc})
         evals_done += 1
-        excluded_s += time.time() - t0
+        excluded_s += time.monotonic() - t0
     lr = learning_rate_at(p, schedule, learning_rate, warmup_fraction, cooldown_fraction)
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -311,7 +313,8 @@ while True:
     tokens_seen += current_batch * block_size
 
     if step % log_interval == 0:
-        if skipped_worst.item() >= max_nonfinite_in_a_row:  # every rank checks: all must stop together
+        # fp16's GradScaler legitimately skips ~16 steps in a row while it calibrates down from 2^16
+        if skipped_worst.item() >= max_nonfinite_in_a_row + 16 * scaler.is_enabled():  # all ranks check, all stop
             raise CramError(f"{int(skipped_worst.item())} steps in a row had a non-finite loss (last at step {step}); "
                             f"lower --learning_rate or --grad_clip, or use --dtype=float32")
         if ddp:  # cheap proof that the ranks still hold the same weights
@@ -320,23 +323,23 @@ while True:
             dist.all_gather(sums, checksum)
             rank_spread = (torch.cat(sums).max() - torch.cat(sums).min()).item()
         if master:
-            now = time.time()
+            now = time.monotonic()
             dt = now - t_last_log - (excluded_s - excluded_last_log)  # eval and checkpoint time are not training time
             tokens_per_sec = (tokens_seen - tokens_last_log) / max(dt, 1e-9)
             record = {"step": step, "loss": loss.item(), "lr": lr, "batch_size": current_batch,
-                      "tokens_per_sec": tokens_per_sec, "mfu": raw_model.estimate_mfu(tokens_per_sec, peak),
+                      "tokens_per_sec": tokens_per_sec, "mfu": raw_model.estimate_mfu(tokens_per_sec / world_size, peak),
                       "data_wait": data_wait_s / max(dt, 1e-9), "skipped": int(skipped_total.item()),
                       "tokens_seen": tokens_seen, "elapsed_s": elapsed_s, "remaining_s": max(0.0, budget_s - elapsed_s)}
             if ddp:
                 record["rank_spread"] = rank_spread
             log(record)
             t_last_log, tokens_last_log, excluded_last_log, data_wait_s = now, tokens_seen, excluded_s, 0.0
-    if time.time() - t_last_ckpt > checkpoint_minutes * 60:
-        t0 = time.time()
+    if time.monotonic() - t_last_ckpt > checkpoint_minutes * 60:
+        t0 = pause_clock()
         elapsed_s = elapsed_at_resume + t0 - t_resume - excluded_s
         checkpoint()
-        excluded_s += time.time() - t0
-        t_last_ckpt = time.time()
+        excluded_s += time.monotonic() - t0
+        t_last_ckpt = time.monotonic()
 
 # the end: a last evaluation unless we were interrupted, and the checkpoint
 if master and finished and n_eval:

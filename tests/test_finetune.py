@@ -242,13 +242,6 @@ def test_collate_pads_to_the_batch_longest(tok):
     assert idx.tolist() == [[5, 6, 7], [8, tok.pad_id, tok.pad_id]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
-def test_lr_warmup_then_cosine_to_zero():
-    lrs = [fg.lr_at(s, 100, 10, 1.0) for s in range(100)]
-    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0) and lrs[10] == pytest.approx(1.0)
-    assert lrs[55] == pytest.approx(0.5) and lrs[-1] < 1e-3
-    assert all(x >= y for x, y in zip(lrs[10:], lrs[11:]))
-
-
 def test_metrics_against_hand_computed_values():
     preds, labels = [1, 0, 1, 1], [1, 0, 0, 1]  # tp 2, tn 1, fp 1, fn 0
     m = fg.compute_metrics(("accuracy", "f1", "mcc"), preds, labels)

@@ -137,7 +137,10 @@ def test_triangle_schedule_and_batch_ramp():
     assert lr(0.75) == pytest.approx(1e-3) and lr(1.0) == 0.0 and lr(0.875) == pytest.approx(5e-4)
     assert learning_rate_at(0.05, "trapezoid", 1.0) == pytest.approx(0.5)
     assert learning_rate_at(0.5, "trapezoid", 1.0) == 1.0 and learning_rate_at(0.9, "trapezoid", 1.0) == pytest.approx(0.5)
-    assert learning_rate_at(0.1, "cosine", 1.0) == pytest.approx(1.0) and learning_rate_at(1.0, "cosine", 1.0) == pytest.approx(0.0)
+    cosine = [learning_rate_at(s / 100, "cosine", 1.0, warmup_fraction=0.1) for s in range(101)]  # also fine-tuning's
+    assert cosine[0] == 0.0 and cosine[5] == pytest.approx(0.5) and cosine[10] == pytest.approx(1.0)
+    assert cosine[55] == pytest.approx(0.5) and cosine[100] == pytest.approx(0.0)
+    assert all(x >= y for x, y in zip(cosine[10:], cosine[11:]))
     with pytest.raises(CramError, match="schedule"):
         learning_rate_at(0.5, "linear", 1.0)
     assert batch_size_at(0.0, 8192, 128, 0.6) == 128

@@ -218,3 +218,24 @@ def test_cli_on_real_text(tmp_path):
     assert train.max() < meta["vocab_size"] and meta["mb_per_s"] > 0
     sep = (train == prepare.Tokenizer().sep_id).sum()
     assert 0.5 * n["docs_read"] < sep < n["docs_read"]  # one [SEP] per document boundary
+
+
+def test_missing_tokenizer_files_offline_say_how_to_fix(monkeypatch):
+    import requests
+    import tiktoken
+
+    def offline(name):  # what tiktoken raises on its first download with no network
+        raise requests.exceptions.ConnectionError("Failed to resolve 'openaipublic.blob.core.windows.net'")
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    with pytest.raises(CramError, match="TIKTOKEN_CACHE_DIR"):
+        prepare.Tokenizer("gpt2")
+
+
+def test_unigram_entropy_in_meta_matches_the_token_counts(tmp_path, corpus):
+    out = str(tmp_path / "o")
+    prepare.run(dataset=corpus[1], out_dir=out, order="none")
+    meta, train, _ = load(out)
+    ids = train.ravel()
+    counts = np.bincount(ids[ids < meta["bpe_vocab_size"]])
+    p = counts[counts > 0] / counts.sum()
+    assert meta["unigram_entropy"] == pytest.approx(-(p * np.log(p)).sum(), abs=1e-3)
