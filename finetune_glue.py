@@ -23,6 +23,8 @@ import torch
 
 import configurator
 from configurator import CramError
+from model import (BertConfig, BertForSequenceClassification, amp_context, autocast_dtype, grad_scaler, learning_rate_at,
+                   load_checkpoint, pick_device)
 from prepare import Tokenizer
 
 # -----------------------------------------------------------------------------
@@ -303,11 +305,10 @@ def predict(model, seqs, pad_id, regression, batch, device, ctx):
 def finetune(model, name, train, devs, pad_id, hp, run_seed, device, dtype=torch.float32, log=print):
     """Fine-tune on train = (seqs, labels), score every dev row = {row: (seqs, labels)} after each epoch, under
     autocast to dtype. Returns the per-epoch scores and mean training losses; the last epoch's are the result."""
-    from model import amp_context, learning_rate_at
     device_type = device.split(":")[0]  # cuda:1 -> cuda
     ctx = amp_context(device_type, dtype)
     opt = model.configure_optimizers(hp["weight_decay"], hp["learning_rate"], tuple(hp["betas"]), hp["eps"], device_type)
-    scaler = torch.amp.GradScaler(device_type, enabled=dtype == torch.float16)  # fp16 needs loss scaling, bf16 does not
+    scaler = grad_scaler(device_type, dtype)
     regression = TASKS[name]["labels"] == 1
     seqs, labels = train
     labels = torch.as_tensor(labels, dtype=torch.float32 if regression else torch.long)
@@ -357,7 +358,6 @@ def finetune(model, name, train, devs, pad_id, hp, run_seed, device, dtype=torch
 
 def load_source(cfg):
     """(pretrained state dict or None, model_args, tokenizer, info for the results) from --ckpt."""
-    from model import load_checkpoint
     if cfg["ckpt"] == "none":  # the baseline: the same recipe without pretraining, shape from the settings
         tok = Tokenizer(cfg["tokenizer"])
         args = dict(vocab_size=tok.vocab_size, block_size=cfg["max_seq_len"], n_layer=cfg["n_layer"],
@@ -377,7 +377,6 @@ def load_source(cfg):
 
 
 def build_model(state, args, name, cfg, device):
-    from model import BertConfig, BertForSequenceClassification
     labels = TASKS[name]["labels"]
     model = BertForSequenceClassification(BertConfig(**{**args, "dropout": cfg["dropout"]}),
                                           labels if isinstance(labels, int) else len(labels))
@@ -474,10 +473,7 @@ def run(cfg):
             check_files(name, cfg["glue_dir"])
     if cfg["num_threads"]:
         torch.set_num_threads(cfg["num_threads"])
-    from model import autocast_dtype, pick_device
     dev = pick_device(cfg["device"])
-    if cfg["dtype"] not in ("auto", "float32", "bfloat16", "float16"):
-        raise CramError(f"--dtype={cfg['dtype']}: use auto, float32, bfloat16 or float16")
     dtype = autocast_dtype(dev.split(":")[0], cfg["dtype"])  # AMP on GPUs: bf16, or fp16 with loss scaling
     state, args, tok, info = load_source(cfg)
     print(f"fine-tuning {cfg['ckpt']} (step {info['ckpt_step']}, {args}) on {', '.join(names)} with {dev} "

@@ -301,8 +301,10 @@ def _matmul_flops(device, dtype, n, reps=3):
 def autocast_dtype(device, dtype="auto"):
     """bf16 on GPUs that have it, fp16 (with a GradScaler) on older CUDA GPUs; on CPU bf16 only where the
     CPU has bf16 matrix units: without them a bf16 matmul runs ~250x slower than fp32, so measure."""
-    if dtype != "auto":
+    if dtype in ("float32", "bfloat16", "float16"):
         return getattr(torch, dtype)
+    if dtype != "auto":
+        raise CramError(f"--dtype={dtype}: use auto, float32, bfloat16 or float16")
     if device == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device == "cpu" and _matmul_flops("cpu", torch.bfloat16, 256, 1) > 0.8 * _matmul_flops("cpu", torch.float32, 256, 1):

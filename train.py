@@ -221,7 +221,7 @@ def log(record):
     if not master:
         return
     print(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()), flush=True)
-    with open(os.path.join(out_dir, "log.jsonl"), "a") as f:
+    with open(log_path, "a") as f:
         f.write(json.dumps(record) + "\n")
     if wandb_log:
         wandb.log(record, step=record["step"])
