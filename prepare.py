@@ -11,8 +11,9 @@ a larger, cleaner alternative to the default Wikipedia, the paper's corpus being
 and local .txt files (one document each), .jsonl/.json/.parquet files with a text column, folders
 (searched recursively) and globs. Documents are cleaned (NFC, whitespace collapsed), filtered as in the
 paper (too short, too many tokens per character, exact duplicates), split into train/val by document,
-joined with [SEP], cut into blocks and written as out_dir/{train,val}.bin plus meta.json (written
-last: a folder with meta.json is complete).
+joined with [SEP], cut into blocks that each start with [CLS] (as BERT's do: fine-tuning classifies from
+that position, so pretraining must have shown it) and written as out_dir/{train,val}.bin plus meta.json
+(written last: a folder with meta.json is complete).
 
 Also home of the one tokenizer helper that train.py and finetune_glue.py import.
 """
@@ -98,7 +99,11 @@ def read_meta(data_dir):
     if not os.path.isfile(path):
         raise CramError(f"{path} not found: prepare the data first, e.g. python prepare.py --out_dir={data_dir}")
     with open(path) as f:
-        return json.load(f)
+        meta = json.load(f)
+    if meta.get("block_prefix") != "[CLS]":
+        raise CramError(f"{path}: prepared by an older prepare.py, whose blocks do not start with [CLS]: "
+                        f"re-run prepare.py with --force=True for {data_dir}")
+    return meta
 
 
 def open_blocks(data_dir, split, block_size):
@@ -275,17 +280,18 @@ def _chunks(docs, max_chars=1 << 18, max_docs=4096):
 # packing and ordering
 
 class _Packer:
-    """Documents joined by [SEP] into a flat uint16 file of whole blocks; a trailing partial block is dropped."""
+    """Documents joined by [SEP] into a flat uint16 file of whole blocks, each [CLS] + block_size - 1 tokens of the
+    stream (a document may go on in the next block); a trailing partial block is dropped."""
 
-    def __init__(self, path, block_size, sep_id, max_blocks=None):
+    def __init__(self, path, block_size, sep_id, cls_id, max_blocks=None):
         self.f, self.bs, self.max_blocks = open(path, "wb"), block_size, max_blocks
-        self.sep = np.array([sep_id], dtype=np.uint16)
+        self.sep, self.cls_id = np.array([sep_id], dtype=np.uint16), cls_id
         self.parts, self.pending, self.blocks, self.docs = [], 0, 0, 0
         self.counts = np.zeros(1 << 16, dtype=np.int64)  # token histogram of what was written
 
     @property
     def full(self):
-        return self.max_blocks is not None and self.blocks + self.pending // self.bs >= self.max_blocks
+        return self.max_blocks is not None and self.blocks + self.pending // (self.bs - 1) >= self.max_blocks
 
     def add(self, ids):
         if self.docs:
@@ -298,13 +304,16 @@ class _Packer:
 
     def _flush(self):
         buf = np.concatenate(self.parts) if self.parts else np.zeros(0, np.uint16)
-        n = len(buf) // self.bs
+        body = self.bs - 1
+        n = len(buf) // body
         if self.max_blocks is not None:
             n = min(n, self.max_blocks - self.blocks)
-        buf[:n * self.bs].tofile(self.f)
-        self.counts += np.bincount(buf[:n * self.bs], minlength=1 << 16)
+        blocks = np.empty((n, self.bs), dtype=np.uint16)
+        blocks[:, 0], blocks[:, 1:] = self.cls_id, buf[:n * body].reshape(n, body)
+        blocks.tofile(self.f)
+        self.counts += np.bincount(blocks.ravel(), minlength=1 << 16)
         self.blocks += n
-        self.parts, self.pending = [buf[n * self.bs:]], len(buf) - n * self.bs
+        self.parts, self.pending = [buf[n * body:]], len(buf) - n * body
 
     def close(self):
         self._flush()
@@ -387,8 +396,8 @@ def run(config=None, **overrides):
 
 
 def _pipeline(c, tok, counts, docs, tmp, final, t0):
-    train = _Packer(tmp["train.bin"], c.block_size, tok.sep_id)
-    val = _Packer(tmp["val.bin"], c.block_size, tok.sep_id, max_blocks=c.max_val_blocks)
+    train = _Packer(tmp["train.bin"], c.block_size, tok.sep_id, tok.cls_id)
+    val = _Packer(tmp["val.bin"], c.block_size, tok.sep_id, tok.cls_id, max_blocks=c.max_val_blocks)
     rng, seen, last_report = random.Random(c.seed), set(), time.time()
     for k in ("docs_read", "docs_short", "docs_filtered", "docs_duplicate", "chars", "chars_filtered", "tokens", "bytes"):
         counts[k] = 0
@@ -418,7 +427,7 @@ def _pipeline(c, tok, counts, docs, tmp, final, t0):
             counts["tokens"] += len(ids)
             # a tiny corpus still gets a validation block: while val has none, every doc but the first goes there
             to_val = c.val_fraction > 0 and not val.full and (
-                rng.random() < c.val_fraction or (train.docs > 0 and val.pending + val.blocks * c.block_size < c.block_size))
+                rng.random() < c.val_fraction or (train.docs > 0 and val.pending + val.blocks * c.block_size < c.block_size - 1))
             (val if to_val else train).add(ids)
             if c.max_tokens and counts["tokens"] >= c.max_tokens:
                 return True
@@ -458,7 +467,7 @@ def _pipeline(c, tok, counts, docs, tmp, final, t0):
     p = train.counts[:tok.n_bpe] / max(1, train.counts[:tok.n_bpe].sum())
     unigram_entropy = float(-(p[p > 0] * np.log(p[p > 0])).sum())
     seconds = time.time() - t0
-    meta = {**tok.meta(), "block_size": c.block_size, "dtype": "uint16", "order": c.order, "seed": c.seed,
+    meta = {**tok.meta(), "block_size": c.block_size, "block_prefix": "[CLS]", "dtype": "uint16", "order": c.order, "seed": c.seed,
             "train_blocks": n_train, "val_blocks": n_val, "unigram_entropy": round(unigram_entropy, 4), "train_docs": train.docs, "val_docs": val.docs,
             "counts": dict(counts), "source": c.dataset, "options": vars(c),
             "seconds": round(seconds, 2), "mb_per_s": round(counts["bytes"] / 1e6 / seconds, 2)}

@@ -351,4 +351,7 @@ if master:
     print(f"{why}: step {step}, {tokens_seen:,} tokens, {elapsed_s / 3600:.3f} h of the {budget_hours:g} h budget; "
           f"checkpoint {ckpt_path}")
 if ddp:
+    # the other ranks wait for rank 0's evaluation and checkpoint: tearing the group down under a rank still
+    # using it can abort that rank ("terminate called without an active exception")
+    dist.barrier(group=clock_group)
     dist.destroy_process_group()

@@ -36,8 +36,10 @@ def load(out):
 
 
 def pieces(tok, blocks):
-    """The documents in a split's blocks (order=none): [SEP]-separated; the last may be cut by the block end."""
-    return tok.decode(blocks.ravel()).split("[SEP]") if blocks.size else []
+    """The documents in a split's blocks (order=none): every block starts with [CLS], then the stream goes on,
+    [SEP]-separated; the last document may be cut by the block end."""
+    assert (blocks[:, 0] == tok.cls_id).all() and not (blocks[:, 1:] == tok.cls_id).any()
+    return tok.decode(blocks[:, 1:].ravel()).split("[SEP]") if blocks.size else []
 
 
 @pytest.fixture(scope="module")

@@ -156,6 +156,10 @@ def test_clear_errors(data, tmp_path):
     (broken / "train.bin").write_bytes(open(os.path.join(data, "train.bin"), "rb").read()[:1000])
     (broken / "val.bin").write_bytes(open(os.path.join(data, "val.bin"), "rb").read())
     assert "not a whole number" in err(broken)
+    old = json.load(open(os.path.join(data, "meta.json")))
+    del old["block_prefix"]  # a folder from before blocks began with [CLS]
+    (broken / "meta.json").write_text(json.dumps(old))
+    assert "older prepare.py" in err(broken) and "--force=True" in err(broken)
     assert "contradicts" in err(data, "--block_size=64")
     assert "contradicts" in err(data, "--vocab_size=32768")
     assert "did you mean n_layer" in err(data, "--n_layers=3")
