@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from configurator import CramError
-from model import (Bert, BertConfig, BertForSequenceClassification, batch_size_at, learning_rate_at, load_checkpoint,
+from model import (Bert, BertConfig, MaskedLMLoss, BertForSequenceClassification, batch_size_at, learning_rate_at, load_checkpoint,
                    mask_tokens, save_checkpoint)
 
 TINY = dict(vocab_size=320, block_size=32, n_layer=2, n_head=2, n_embd=32, n_inner=64)
@@ -43,6 +43,26 @@ def test_sparse_loss_equals_full_cross_entropy_at_masked_positions():
     _, sparse_loss = model(x, y)
     reference = F.cross_entropy(full.view(-1, 320), y.view(-1), ignore_index=-100)
     torch.testing.assert_close(sparse_loss, reference)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_masked_lm_loss_matches_cross_entropy_in_value_and_gradient(dtype):
+    torch.manual_seed(0)
+    logits = (torch.randn(64, 320) * 4).to(dtype)
+    targets = torch.randint(0, 320, (64,))
+    targets[::5] = -100  # slots of rows with fewer masks
+    a, b = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    ours, ref = MaskedLMLoss.apply(a, targets), F.cross_entropy(b.float(), targets, ignore_index=-100)
+    (3.0 * ours).backward()
+    (3.0 * ref).backward()
+    torch.testing.assert_close(ours, ref)
+    assert a.grad.dtype == dtype
+    torch.testing.assert_close(a.grad, b.grad)
+    assert (a.grad[::5] == 0).all()
+    loss = MaskedLMLoss.apply(logits.clone().requires_grad_(), targets)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()  # the softmax became the gradient in place: a second pass must not reuse it silently
 
 
 def test_rows_with_fewer_masks_are_ignored_not_counted():
