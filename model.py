@@ -310,10 +310,10 @@ def pick_device(device="auto"):
     return "mps" if torch.backends.mps.is_available() else "cpu"
 
 
-def _matmul_flops(device, dtype, n, reps=3):
+def _matmul_flops(device, dtype, n, reps=10):
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     best = float("inf")
-    for _ in range(reps + 1):  # the first is a warm-up
+    for _ in range(reps + 1):  # the first is a warm-up; the best of 10, as one slow rep on a shared CPU read 57%
         if device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
