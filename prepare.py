@@ -284,14 +284,19 @@ class _Packer:
     stream (a document may go on in the next block); a trailing partial block is dropped."""
 
     def __init__(self, path, block_size, sep_id, cls_id, max_blocks=None):
-        self.f, self.bs, self.max_blocks = open(path, "wb"), block_size, max_blocks
+        self.f, self.bs, self.body, self.max_blocks = open(path, "wb"), block_size, block_size - 1, max_blocks
         self.sep, self.cls_id = np.array([sep_id], dtype=np.uint16), cls_id
         self.parts, self.pending, self.blocks, self.docs = [], 0, 0, 0
         self.counts = np.zeros(1 << 16, dtype=np.int64)  # token histogram of what was written
 
     @property
+    def ready(self):
+        """Blocks written plus those the pending tokens already fill."""
+        return self.blocks + self.pending // self.body
+
+    @property
     def full(self):
-        return self.max_blocks is not None and self.blocks + self.pending // (self.bs - 1) >= self.max_blocks
+        return self.max_blocks is not None and self.ready >= self.max_blocks
 
     def add(self, ids):
         if self.docs:
@@ -304,16 +309,15 @@ class _Packer:
 
     def _flush(self):
         buf = np.concatenate(self.parts) if self.parts else np.zeros(0, np.uint16)
-        body = self.bs - 1
-        n = len(buf) // body
+        n = len(buf) // self.body
         if self.max_blocks is not None:
             n = min(n, self.max_blocks - self.blocks)
         blocks = np.empty((n, self.bs), dtype=np.uint16)
-        blocks[:, 0], blocks[:, 1:] = self.cls_id, buf[:n * body].reshape(n, body)
+        blocks[:, 0], blocks[:, 1:] = self.cls_id, buf[:n * self.body].reshape(n, self.body)
         blocks.tofile(self.f)
         self.counts += np.bincount(blocks.ravel(), minlength=1 << 16)
         self.blocks += n
-        self.parts, self.pending = [buf[n * body:]], len(buf) - n * body
+        self.parts, self.pending = [buf[n * self.body:]], len(buf) - n * self.body
 
     def close(self):
         self._flush()
@@ -427,7 +431,7 @@ def _pipeline(c, tok, counts, docs, tmp, final, t0):
             counts["tokens"] += len(ids)
             # a tiny corpus still gets a validation block: while val has none, every doc but the first goes there
             to_val = c.val_fraction > 0 and not val.full and (
-                rng.random() < c.val_fraction or (train.docs > 0 and val.pending + val.blocks * c.block_size < c.block_size - 1))
+                rng.random() < c.val_fraction or (train.docs > 0 and val.ready == 0))
             (val if to_val else train).add(ids)
             if c.max_tokens and counts["tokens"] >= c.max_tokens:
                 return True

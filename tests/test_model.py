@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from configurator import CramError
-from model import (Bert, BertConfig, MaskedLMLoss, BertForSequenceClassification, batch_size_at, learning_rate_at, load_checkpoint,
-                   mask_tokens, save_checkpoint)
+from model import (Bert, BertConfig, BertForSequenceClassification, MaskedLMLoss, batch_size_at, learning_rate_at,
+                   load_checkpoint, mask_tokens, save_checkpoint)
 
 TINY = dict(vocab_size=320, block_size=32, n_layer=2, n_head=2, n_embd=32, n_inner=64)
 N_BPE, MASK_ID = 300, 302  # tiny vocabulary: ids >= 300 are specials, as in prepare.Tokenizer
