@@ -10,8 +10,10 @@ The tweaks that make it cram, each a BertConfig field or visible below:
 - scaled sinusoidal positions: fixed sinusoid times one learnable scalar; no token-type embedding
 - sparse prediction: only the masked positions reach the 50k-word decoder, tied to the embedding
 """
+import ctypes
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -303,11 +305,25 @@ def train_step(model, optimizer, scaler, next_batch, accum_steps, amp_ctx, grad_
 # devices, precision and peak FLOP/s
 
 def pick_device(device="auto"):
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    return "mps" if torch.backends.mps.is_available() else "cpu"
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    if device == "cpu":
+        keep_freed_host_memory()
+    return device
+
+
+def keep_freed_host_memory():
+    """glibc returns every allocation over 32 MB (the 100 MB of MLM logits, the 51 MB embedding gradient) to
+    the OS on free, so each step page-faults them in again: ~17% of a 4 x 256 CPU step. Keep them; the cost
+    is that resident memory stays at its peak (1.1 GB instead of 0.7 GB for that step)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-4, 0)  # M_MMAP_MAX: serve large blocks from the heap, not fresh mmaps
+        libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: and don't hand the heap's top back either
+    except (OSError, AttributeError):  # not glibc (musl, ...): keep its defaults
+        pass
 
 
 def _matmul_flops(device, dtype, n, reps=10):
