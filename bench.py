@@ -116,7 +116,7 @@ if find_max_micro_batch and device_type == "cuda":
 model, step, state = build(micro_batch_size)
 peak, peak_source = (peak_flops_per_sec, "setting") if peak_flops_per_sec else peak_flops(device_type, ptdtype)
 print(f"{model.num_params():,} parameters; {cfg}; device {device}, {str(ptdtype).split('.')[-1]}, "
-      f"compile {use_compile} ({compile_mode}); peak {peak:.4g} FLOP/s ({peak_source})")
+      f"compile {use_compile} ({compile_mode})")
 
 t0 = time.perf_counter()
 step()[0].item()  # the first step compiles
@@ -135,6 +135,11 @@ loss = loss.item()  # the only sync: the timed steps run back to back as in trai
 sync()
 dt = time.perf_counter() - t0
 
+if "measured" in peak_source:
+    # a neighbour on a shared CPU can slow the whole start-up measurement (one run printed MFU 121%):
+    # measure again now and keep the faster, so MFU errs low
+    peak, peak_source = max(peak, peak_flops(device_type, ptdtype)[0]), peak_source + ", best of before and after"
+print(f"peak {peak:.4g} FLOP/s ({peak_source})")
 tokens = steps * accum_steps * micro_batch_size * block_size
 tokens_per_sec = tokens / dt
 print(f"tokens/s {tokens_per_sec:,.0f} | sequences/s {tokens_per_sec / block_size:,.1f} | "
