@@ -48,6 +48,8 @@ peak_flops_per_sec = 0.0
 seed = 1337
 config = configurator.configure(globals())
 # -----------------------------------------------------------------------------
+configurator.require_at_least(1, micro_batch_size=micro_batch_size, accum_steps=accum_steps, steps=steps,
+                              warmup_steps=warmup_steps)
 
 device = device_type = pick_device(device)
 ptdtype = autocast_dtype(device_type, dtype)

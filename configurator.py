@@ -21,6 +21,13 @@ class CramError(SystemExit):
     """A user-facing error: Python prints the one-line message without a traceback and exits 1."""
 
 
+def require_at_least(minimum, **settings):
+    """Refuse the first of these --key=value settings that is below minimum."""
+    for key, value in settings.items():
+        if value < minimum:
+            raise CramError(f"--{key}={value}: must be at least {minimum}")
+
+
 def settings_of(scope):
     """The settings of a script: its public module-level globals of plain types."""
     return [k for k, v in scope.items() if not k.startswith("_") and isinstance(v, SETTING_TYPES)]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import configurator
-from configurator import CramError
+from configurator import CramError, require_at_least
 from model import (BertConfig, BertForSequenceClassification, amp_context, autocast_dtype, grad_scaler, learning_rate_at,
                    load_checkpoint, pick_device)
 from prepare import Tokenizer
@@ -465,9 +465,8 @@ def format_tables(results, ran):
 def run(cfg):
     """The script, callable from tests: fine-tune the tasks cfg['task'] names, write the JSON, return the results."""
     names = resolve_tasks(cfg["task"])
-    for key in ("seeds", "epochs", "batch_size", "eval_batch_size", "max_seq_len"):
-        if cfg[key] < 1 or (key == "max_seq_len" and cfg[key] < 8):
-            raise CramError(f"--{key}={cfg[key]}: must be at least {8 if key == 'max_seq_len' else 1}")
+    require_at_least(1, **{k: cfg[k] for k in ("seeds", "epochs", "batch_size", "eval_batch_size")})
+    require_at_least(8, max_seq_len=cfg["max_seq_len"])
     if cfg["glue_dir"] is not None:  # find every missing file now, not hours in after the first tasks ran
         for name in names:
             check_files(name, cfg["glue_dir"])

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from configurator import CramError
+from configurator import CramError, require_at_least
 
 
 @dataclass
@@ -36,6 +36,19 @@ class BertConfig:
     dropout: float = 0.0  # pretraining runs without dropout; fine-tuning uses 0.1
     mask_fraction: float = 0.25  # masked positions per sequence: fixes the sparse decoder's shapes
     norm_eps: float = 1e-12
+
+    def __post_init__(self):
+        # train.py, bench.py and finetune_glue.py name their settings like these fields: refuse a bad shape here
+        require_at_least(1, **{k: getattr(self, k) for k in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "n_inner")})
+        if self.n_embd % self.n_head:
+            raise CramError(f"--n_embd={self.n_embd} is not a multiple of --n_head={self.n_head}: every head gets n_embd / n_head dims")
+        if self.n_inner % 2:
+            raise CramError(f"--n_inner={self.n_inner} must be even: half of the gated FFN's width gates the other half")
+        if not 0 < round(self.mask_fraction * self.block_size) <= self.block_size:
+            raise CramError(f"--mask_fraction={self.mask_fraction} masks {round(self.mask_fraction * self.block_size)} of "
+                            f"{self.block_size} positions per block: choose one in (0, 1], the paper uses 0.25")
+        if not 0 <= self.dropout < 1:
+            raise CramError(f"--dropout={self.dropout}: must be in [0, 1)")
 
 
 def sinusoid(n_pos, dim):
@@ -61,7 +74,6 @@ class Embedding(nn.Module):
 class SelfAttention(nn.Module):
     def __init__(self, config):
         super().__init__()
-        assert config.n_embd % config.n_head == 0, "n_embd must be a multiple of n_head"
         self.n_head, self.dropout = config.n_head, config.dropout
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)  # one fused matmul for q, k, v
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
@@ -79,7 +91,6 @@ class SelfAttention(nn.Module):
 class GatedFFN(nn.Module):
     def __init__(self, config):
         super().__init__()
-        assert config.n_inner % 2 == 0, "n_inner must be even: half of it gates the other half"
         self.fc = nn.Linear(config.n_embd, config.n_inner, bias=False)
         self.proj = nn.Linear(config.n_inner // 2, config.n_embd, bias=False)
         self.drop = nn.Dropout(config.dropout)

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import configurator
-from configurator import CramError
+from configurator import CramError, require_at_least
 from model import (Bert, BertConfig, amp_context, autocast_dtype, batch_size_at, grad_scaler, learning_rate_at,
                    load_checkpoint, mask_tokens, peak_flops, pick_device, save_checkpoint, train_step)
 from prepare import Tokenizer, open_blocks, read_meta
@@ -75,6 +75,9 @@ seed = 1337
 backend = "nccl"  # DDP on CUDA; CPU runs use gloo
 config = configurator.configure(globals())
 # -----------------------------------------------------------------------------
+require_at_least(1, micro_batch_size=micro_batch_size, batch_size=batch_size, log_interval=log_interval)
+if budget_hours <= 0 and max_steps <= 0:
+    raise CramError(f"--budget_hours={budget_hours}: give a positive budget (or a step clock with --max_steps)")
 
 ddp = int(os.environ.get("RANK", -1)) != -1
 if ddp:

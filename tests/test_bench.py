@@ -46,3 +46,11 @@ def test_bench_on_prepared_blocks_with_profile(tmp_path):
     out = bench(f"--data_dir={tmp_path / 'd'}", "--profile=True", f"--trace_file={trace}")
     figures(out)
     assert "Self CPU" in out and trace.stat().st_size > 0
+
+
+def test_bench_refuses_bad_settings_in_one_line():
+    for args, message in ((["--steps=0"], "--steps=0: must be at least 1"),
+                          (["--n_head=3"], "--n_embd=32 is not a multiple of --n_head=3")):
+        r = subprocess.run([sys.executable, "bench.py", *TINY, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines()[-1].startswith(message)

@@ -27,6 +27,19 @@ def test_default_config_has_the_papers_parameter_count():
         assert Bert(BertConfig(vocab_size=32768)).num_params() == 119_589_889
 
 
+@pytest.mark.parametrize("bad, message", [
+    (dict(n_embd=32, n_head=3), "--n_embd=32 is not a multiple of --n_head=3"),
+    (dict(n_inner=63), "--n_inner=63 must be even"),
+    (dict(n_layer=0), "--n_layer=0: must be at least 1"),
+    (dict(mask_fraction=0.01), "--mask_fraction=0.01 masks 0 of 32 positions"),
+    (dict(dropout=1.0), "--dropout=1.0: must be in [0, 1)"),
+])
+def test_config_refuses_a_bad_shape_naming_the_setting(bad, message):
+    with pytest.raises(CramError) as e:
+        BertConfig(**{**TINY, **bad})
+    assert str(e.value).startswith(message)
+
+
 def test_output_shapes_full_and_sparse():
     model = Bert(BertConfig(**TINY))
     x, y = tiny_batch()

@@ -173,6 +173,9 @@ def test_clear_errors(data, tmp_path):
     assert "contradicts" in err(data, "--block_size=64")
     assert "contradicts" in err(data, "--vocab_size=32768")
     assert "did you mean n_layer" in err(data, "--n_layers=3")
+    assert err(data, "--micro_batch_size=0") == "--micro_batch_size=0: must be at least 1"
+    assert "is not a multiple of --n_head=5" in err(data, "--n_head=5")  # the model's shape, checked in BertConfig
+    assert "--budget_hours=0.0" in err(data, "--budget_hours=0")
     os.makedirs(tmp_path / "out", exist_ok=True)
     (tmp_path / "out" / "ckpt.pt").write_bytes(b"not a checkpoint at all")
     assert "corrupt" in err(data, "--init_from=resume")
