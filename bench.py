@@ -124,6 +124,9 @@ t0 = time.perf_counter()
 step()[0].item()  # the first step compiles
 sync()
 first_step_s = time.perf_counter() - t0
+# the paper's model on a CPU takes about a minute a step: say what is coming
+print(f"first step {first_step_s:.1f}s (compilation included); {warmup_steps - 1} more warm-up and {steps} timed "
+      f"steps follow", flush=True)
 for _ in range(warmup_steps - 1):
     step()
 sync()
