@@ -44,9 +44,10 @@ class BertConfig:
             raise CramError(f"--n_embd={self.n_embd} is not a multiple of --n_head={self.n_head}: every head gets n_embd / n_head dims")
         if self.n_inner % 2:
             raise CramError(f"--n_inner={self.n_inner} must be even: half of the gated FFN's width gates the other half")
-        if not 0 < round(self.mask_fraction * self.block_size) <= self.block_size:
-            raise CramError(f"--mask_fraction={self.mask_fraction} masks {round(self.mask_fraction * self.block_size)} of "
-                            f"{self.block_size} positions per block: choose one in (0, 1], the paper uses 0.25")
+        masked = round(self.mask_fraction * self.block_size)  # as mask_tokens counts them
+        if not 0 < masked <= self.block_size:
+            raise CramError(f"--mask_fraction={self.mask_fraction} masks {masked} of {self.block_size} positions per "
+                            f"block: choose one in (0, 1], the paper uses 0.25")
         if not 0 <= self.dropout < 1:
             raise CramError(f"--dropout={self.dropout}: must be in [0, 1)")
 

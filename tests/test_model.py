@@ -1,6 +1,8 @@
 """The crammed BERT: its size, its sparse loss, padding, tying, gradients, optimizer groups, FLOPs, checkpoints."""
 import math
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -206,13 +208,10 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
         load_checkpoint(str(tmp_path / "missing.pt"))
 
 
-
 @pytest.mark.skipif(not os.uname().sysname == "Linux", reason="glibc's mallopt")
 def test_warm_cpu_training_steps_reuse_memory_instead_of_page_faulting():
     # each step frees and reallocates ~100 MB of MLM logits (512 masked x 50,304); glibc unmaps such blocks on
     # free, so without pick_device('cpu')'s setting every step faults them in again (~17% of a 4 x 256 step)
-    import subprocess
-    import sys
     probe = ("import resource, sys, torch\n"
              "from model import Bert, BertConfig, grad_scaler, mask_tokens, pick_device, train_step\n"
              "if sys.argv[1] == 'cpu': pick_device('cpu')\n"
