@@ -7,7 +7,8 @@ Arguments are applied left to right. A path ending in .py is executed and every 
 assigns overrides the script's default; --key=value overrides one setting, the value read as a
 Python literal (True, 3e-4, (0.9, 0.98)) or else kept as a plain string. Unknown keys and values of
 the wrong type are refused with a one-line error, because a silently ignored typo ruins a day of
-compute. Unlike nanoGPT, a setting whose default is None takes any value.
+compute. Unlike nanoGPT, a setting whose default is None takes any value. --help (or -h) prints the
+script's usage and every setting with its default and comment, then exits.
 """
 import ast
 import difflib
@@ -53,10 +54,27 @@ def _parse(raw, default):
         return raw
 
 
+def _print_help(scope, keys):
+    """The script's docstring, then each setting as --key=default with the comment from its line."""
+    comments = {}
+    if os.path.isfile(scope.get("__file__") or ""):
+        with open(scope["__file__"]) as f:
+            for line in f:
+                key, eq, rest = line.partition(" = ")
+                if eq and key in keys and key not in comments:
+                    comments[key] = rest.partition("  # ")[2].strip()
+    print((scope.get("__doc__") or "").strip() + "\n\nsettings (default, then why):")
+    for key in keys:
+        print(f"  --{key}={scope[key]!r}" + (f"  # {comments[key]}" if comments.get(key) else ""))
+
+
 def configure(scope, args=None):
     """Apply config files and --key=value args onto `scope` (a script's globals()); return the settings."""
     keys = settings_of(scope)
     args = sys.argv[1:] if args is None else args
+    if "--help" in args or "-h" in args:
+        _print_help(scope, keys)
+        raise SystemExit(0)
     for arg in args:
         if arg.startswith("--"):
             key, eq, raw = arg[2:].partition("=")

@@ -85,3 +85,16 @@ def test_missing_config_file_and_bad_arg():
         configurator.configure(scope(), ["nope.py"])
     with pytest.raises(CramError, match="expected --key=value"):
         configurator.configure(scope(), ["--compile"])
+
+
+def test_help_lists_every_setting_with_its_comment_and_changes_nothing(tmp_path, capsys):
+    script = tmp_path / "script.py"
+    script.write_text('"""Train something."""\nbatch_size = 64  # sequences per step\nlr = 3e-4\n')
+    s = scope() | {"__file__": str(script), "__doc__": "Train something."}
+    with pytest.raises(SystemExit) as exit_info:
+        configurator.configure(s, ["--batch_size=8", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Train something.")
+    assert "--batch_size=64  # sequences per step" in out and "--betas=(0.9, 0.98)" in out
+    assert s["batch_size"] == 64  # --help stops before any override is applied
