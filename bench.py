@@ -9,14 +9,15 @@ train_step from model.py) and print throughput, MFU, memory and where the time g
 Accepts train.py's setting names; the peak FLOP/s comes from the GPU table, else a measured matmul
 (always measured on CPU), so MFU is against what this device can actually do.
 """
+import gc
 import time
 
 import numpy as np
 import torch
 
 import configurator
-from model import (Bert, BertConfig, amp_context, autocast_dtype, grad_scaler, mask_tokens, peak_flops, pick_device,
-                   train_step)
+from model import (Bert, BertConfig, amp_context, autocast_dtype, grad_scaler, is_out_of_memory, mask_tokens,
+                   peak_flops, pick_device, to_device, train_step)
 from prepare import Tokenizer, open_blocks, read_meta
 
 # -----------------------------------------------------------------------------
@@ -40,7 +41,7 @@ steps = 10  # timed optimizer steps
 device = "auto"
 dtype = "auto"
 compile = None  # None: on for CUDA, off elsewhere
-compile_mode = "default"  # or "max-autotune" (tries CUDA graphs and autotuned kernels)
+compile_mode = "default"  # or "max-autotune" (CUDA graphs and autotuned kernels), "max-autotune-no-cudagraphs"
 find_max_micro_batch = False  # CUDA: double the micro batch until it no longer fits, print the largest
 profile = False  # write a torch profiler trace and print the ten costliest ops
 trace_file = "bench_trace.json"  # where --profile writes the trace (open in ui.perfetto.dev)
@@ -51,10 +52,15 @@ config = configurator.configure(globals())
 configurator.require_at_least(1, micro_batch_size=micro_batch_size, accum_steps=accum_steps, steps=steps,
                               warmup_steps=warmup_steps)
 
-device = device_type = pick_device(device)
+device, device_type = pick_device(device)
 ptdtype = autocast_dtype(device_type, dtype)
 amp_ctx = amp_context(device_type, ptdtype)
 use_compile = device_type == "cuda" if compile is None else compile
+if use_compile and device_type == "cuda" and compile_mode in ("max-autotune", "reduce-overhead") and accum_steps > 1:
+    # CUDA graphs replay into the same output memory: a micro step's gradients would be overwritten by the next
+    raise configurator.CramError(f"--compile_mode={compile_mode} records CUDA graphs, which lose gradients across"
+                                 f" --accum_steps={accum_steps}: use --accum_steps=1 or"
+                                 f" --compile_mode=max-autotune-no-cudagraphs")
 if device_type == "cuda":
     torch.backends.cuda.matmul.allow_tf32 = True
 torch.manual_seed(seed)
@@ -73,7 +79,7 @@ def build(micro_batch):
     model = Bert(cfg).to(device)
     optimizer = model.configure_optimizers(weight_decay, learning_rate, betas, eps, device_type)
     scaler = grad_scaler(device_type, ptdtype)
-    compiled = torch.compile(model, mode=compile_mode) if use_compile else model
+    compiled = torch.compile(model, mode=compile_mode, dynamic=False) if use_compile else model
     gen = torch.Generator(device=device).manual_seed(seed)
     state = {"cursor": 0, "wait_s": 0.0}
 
@@ -83,7 +89,7 @@ def build(micro_batch):
             rows = np.arange(state["cursor"], state["cursor"] + micro_batch) % len(blocks)
             state["cursor"] += micro_batch
             x = torch.from_numpy(blocks[rows].astype(np.int64))
-            x = x.pin_memory().to(device, non_blocking=True) if device_type == "cuda" else x.to(device)
+            x = to_device(x, device)
         else:
             x = torch.randint(0, tok.n_bpe, (micro_batch, block_size), device=device, generator=gen)
         batch = mask_tokens(x, mask_fraction, tok.mask_id, tok.n_bpe, gen)
@@ -105,13 +111,19 @@ if find_max_micro_batch and device_type == "cuda":
     while size <= 8192:
         try:
             model, step, _ = build(size)
-            step()[0].item()
+            for _ in range(3):  # AdamW's state appears after step 1 and CUDA graphs record on step 2
+                loss = step()[0]
+            loss.item()
             largest = size
             size *= 2
-        except torch.cuda.OutOfMemoryError:
+        except Exception as e:  # torch.compile may wrap the OOM in its own exception
+            if not is_out_of_memory(e):
+                raise
             break
         finally:
-            model = step = None
+            model = step = loss = None
+            gc.collect()
+            torch._dynamo.reset()  # this size's graphs and CUDA-graph pools, else they hold memory and get reused
             torch.cuda.empty_cache()
     print(f"largest micro batch that fits (powers of two from {micro_batch_size}): {largest}")
 

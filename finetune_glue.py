@@ -24,7 +24,7 @@ import torch
 import configurator
 from configurator import CramError, require_at_least
 from model import (BertConfig, BertForSequenceClassification, amp_context, autocast_dtype, grad_scaler, learning_rate_at,
-                   load_checkpoint, pick_device)
+                   load_checkpoint, pick_device, to_device)
 from prepare import Tokenizer
 
 # -----------------------------------------------------------------------------
@@ -296,7 +296,7 @@ def predict(model, seqs, pad_id, regression, batch, device, ctx):
         ids = order[i:i + batch]
         idx, mask = collate([seqs[j] for j in ids], pad_id)
         with ctx:
-            logits, _ = model(idx.to(device), attention_mask=mask.to(device))
+            logits, _ = model(to_device(idx, device), attention_mask=to_device(mask, device))
         logits = logits.float()
         out[ids] = (logits[:, 0] if regression else logits.argmax(-1)).cpu().numpy()
     return out
@@ -305,7 +305,7 @@ def predict(model, seqs, pad_id, regression, batch, device, ctx):
 def finetune(model, name, train, devs, pad_id, hp, run_seed, device, dtype=torch.float32, log=print):
     """Fine-tune on train = (seqs, labels), score every dev row = {row: (seqs, labels)} after each epoch, under
     autocast to dtype. Returns the per-epoch scores and mean training losses; the last epoch's are the result."""
-    device_type = device.split(":")[0]  # cuda:1 -> cuda
+    device_type = torch.device(device).type  # cuda:1 -> cuda
     ctx = amp_context(device_type, dtype)
     opt = model.configure_optimizers(hp["weight_decay"], hp["learning_rate"], tuple(hp["betas"]), hp["eps"], device_type)
     scaler = grad_scaler(device_type, dtype)
@@ -327,7 +327,8 @@ def finetune(model, name, train, devs, pad_id, hp, run_seed, device, dtype=torch
                 # linear warmup then cosine decay to 0: train.py's cosine schedule, over steps (+1: no zero-lr step)
                 group["lr"] = learning_rate_at((step + 1) / (total + 1), "cosine", hp["learning_rate"], hp["warmup_fraction"])
             with ctx:
-                _, loss = model(idx.to(device), attention_mask=mask.to(device), labels=labels[ids].to(device))
+                _, loss = model(to_device(idx, device), attention_mask=to_device(mask, device),
+                                labels=to_device(labels[ids], device))
             scaler.scale(loss).backward()
             if hp["grad_clip"]:
                 scaler.unscale_(opt)
@@ -472,8 +473,8 @@ def run(cfg):
             check_files(name, cfg["glue_dir"])
     if cfg["num_threads"]:
         torch.set_num_threads(cfg["num_threads"])
-    dev = pick_device(cfg["device"])
-    dtype = autocast_dtype(dev.split(":")[0], cfg["dtype"])  # AMP on GPUs: bf16, or fp16 with loss scaling
+    dev, dev_type = pick_device(cfg["device"])
+    dtype = autocast_dtype(dev_type, cfg["dtype"])  # AMP on GPUs: bf16, or fp16 with loss scaling
     state, args, tok, info = load_source(cfg)
     print(f"fine-tuning {cfg['ckpt']} (step {info['ckpt_step']}, {args}) on {', '.join(names)} with {dev} "
           f"({str(dtype).split('.')[-1]}); data from "

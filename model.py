@@ -317,11 +317,36 @@ def train_step(model, optimizer, scaler, next_batch, accum_steps, amp_ctx, grad_
 # devices, precision and peak FLOP/s
 
 def pick_device(device="auto"):
+    """(device, device_type): 'auto' picks cuda, then mps, then cpu; 'cuda:1' is of type 'cuda', and every
+    'if cuda' in the scripts (compile, fused AdamW, synchronize before timing) must test the type."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    if device == "cpu":
+    try:
+        device_type = torch.device(device).type
+    except RuntimeError:
+        raise CramError(f"--device={device}: use auto, cpu, cuda, cuda:N or mps")
+    if device_type == "cpu":
         keep_freed_host_memory()
-    return device
+    return device, device_type
+
+
+def to_device(x, device):
+    """A host batch onto the device; on CUDA through pinned memory without blocking, so the copy queues
+    behind the running step instead of waiting for it (a plain .to() from pageable memory syncs)."""
+    return x.pin_memory().to(device, non_blocking=True) if torch.device(device).type == "cuda" else x.to(device)
+
+
+def is_out_of_memory(error):
+    """A CUDA OOM as it may arrive: itself, or wrapped by torch.compile (BackendCompilerFailed keeps it in
+    .inner_exception, Triton re-raises it as a RuntimeError quoting it). Not Triton's 'out of resource:
+    shared memory', which is a kernel config, not a full device."""
+    for _ in range(8):  # a short chain; never loop on a cycle
+        if error is None:
+            return False
+        if isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower():
+            return True
+        error = getattr(error, "inner_exception", None) or error.__cause__ or error.__context__
+    return False
 
 
 def keep_freed_host_memory():
@@ -375,16 +400,17 @@ def grad_scaler(device, dtype):
 
 
 # dense (no sparsity) tensor-core bf16/fp16 FLOP/s with fp32 accumulation, from the vendors' data sheets
-PEAK_FLOPS = {"H100 PCIe": 756e12, "H100": 989e12, "H200": 989e12, "A100": 312e12, "A6000": 154.8e12,
-              "RTX 4090": 165.2e12, "3090": 71e12, "2080 Ti": 53.8e12, "A4000": 76.7e12, "T4": 65e12,
-              "L40S": 362e12, "L4": 121e12, "A10G": 70e12, "V100": 125e12}
+PEAK_FLOPS = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200 NVL": 835e12, "H200": 989e12,
+              "A100": 312e12, "A6000": 154.8e12, "RTX 4090": 165.2e12, "3090": 71e12, "2080 Ti": 53.8e12,
+              "A4000": 76.7e12, "T4": 65e12, "L40S": 362e12, "L40": 181e12, "L4": 121e12, "A10G": 70e12,
+              "V100": 125e12}
 
 
 def peak_flops(device, dtype):
     """The device's peak FLOP/s: the table for known GPUs, else measured with a large matmul (always on CPU)."""
     if device == "cuda" and dtype != torch.float32:
         name = torch.cuda.get_device_name()
-        for key in sorted(PEAK_FLOPS, key=len, reverse=True):  # longest first: 'L40S' before 'L4'
+        for key in sorted(PEAK_FLOPS, key=len, reverse=True):  # longest first: 'L40S' before 'L40' before 'L4'
             if key in name:
                 return PEAK_FLOPS[key], f"{name} (spec sheet)"
     n = 8192 if device == "cuda" else 2048

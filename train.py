@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import configurator
 from configurator import CramError, require_at_least
 from model import (Bert, BertConfig, amp_context, autocast_dtype, batch_size_at, grad_scaler, learning_rate_at,
-                   load_checkpoint, mask_tokens, peak_flops, pick_device, save_checkpoint, train_step)
+                   load_checkpoint, mask_tokens, peak_flops, pick_device, save_checkpoint, to_device, train_step)
 from prepare import Tokenizer, open_blocks, read_meta
 
 # -----------------------------------------------------------------------------
@@ -81,7 +81,7 @@ if budget_hours <= 0 and max_steps <= 0:
 
 ddp = int(os.environ.get("RANK", -1)) != -1
 if ddp:
-    device_type = pick_device(device)
+    device, device_type = pick_device(device)
     dist.init_process_group(backend=backend if device_type == "cuda" else "gloo")
     rank, world_size = dist.get_rank(), dist.get_world_size()
     if device_type == "cuda":
@@ -91,7 +91,7 @@ if ddp:
         device = device_type
 else:
     rank, world_size = 0, 1
-    device = device_type = pick_device(device)
+    device, device_type = pick_device(device)
 master = rank == 0
 ptdtype = autocast_dtype(device_type, dtype)
 amp_ctx = amp_context(device_type, ptdtype)
@@ -152,7 +152,9 @@ if init_from == "resume":
     del ckpt  # free the host copy of the weights
 raw_model = model
 if use_compile:
-    model = torch.compile(model)  # static shapes throughout: compiles once for training, once for eval
+    # static shapes throughout: compiles once for training, once for eval; dynamic=False keeps the eval
+    # shape from turning the batch dimension symbolic (slower kernels)
+    model = torch.compile(model, dynamic=False)
 eval_model = model  # rank 0 evaluates alone, so never through DDP (its forward talks to the other ranks)
 if ddp:
     # broadcast_buffers=False: the only buffer is the constant sinusoid, no need to send it every forward
@@ -188,7 +190,7 @@ def next_batch():
             order = epoch_order(data_state["epoch"])
     rows = np.concatenate(parts)[rank * micro_batch_size: (rank + 1) * micro_batch_size]
     x = torch.from_numpy(train_data[rows].astype(np.int64))
-    x = x.pin_memory().to(device, non_blocking=True) if device_type == "cuda" else x.to(device)
+    x = to_device(x, device)
     # masks from a seed per (micro step, rank): exact on resume with no generator state to carry
     mask_gen.manual_seed(seed * 1_000_003 + micro_steps * world_size + rank)
     micro_steps += 1
@@ -279,15 +281,21 @@ if master:
           f"{str(ptdtype).split('.')[-1]}, compile {use_compile}, {world_size} rank(s); peak {peak:.3g} FLOP/s ({peak_source}); "
           f"the unigram entropy a masked LM must beat: {meta.get('unigram_entropy', float('nan')):.3f} nats")
 
+
+def budget_clock_s(now):
+    """Seconds of the budget spent at monotonic time now: compilation counts, evaluation and checkpoints don't."""
+    return elapsed_at_resume + now - t_resume - excluded_s
+
+
 # the loop -------------------------------------------------------------------------------------
 skipped_total = torch.zeros((), device=device)  # non-finite counters live on the device: no sync per step
 skipped_run = torch.zeros((), device=device)
 skipped_worst = torch.zeros((), device=device)
 # the clock is monotonic: a wall-clock (NTP) step during a day-long run must not move the budget
-t_last_log, tokens_last_log, excluded_last_log = time.monotonic(), tokens_seen, 0.0
+t_last_log, tokens_last_log, excluded_last_log, first_step = time.monotonic(), tokens_seen, 0.0, step
 t_resume, elapsed_at_resume, excluded_s, t_last_ckpt = time.monotonic(), elapsed_s, 0.0, time.monotonic()
 while True:
-    elapsed_s = elapsed_at_resume + time.monotonic() - t_resume - excluded_s
+    elapsed_s = budget_clock_s(time.monotonic())
     if ddp:  # every rank takes rank 0's clock (it alone evaluates and writes) and stops if any was signalled
         clock = torch.tensor([elapsed_s if master else 0.0, float(stop_signal is not None)])
         dist.all_reduce(clock, op=dist.ReduceOp.MAX, group=clock_group)
@@ -327,6 +335,7 @@ while True:
             rank_spread = (torch.cat(sums).max() - torch.cat(sums).min()).item()
         if master:
             now = time.monotonic()
+            elapsed_s = budget_clock_s(now)  # as of this step's end, for the record (the loop's next pass agrees)
             dt = now - t_last_log - (excluded_s - excluded_last_log)  # eval and checkpoint time are not training time
             tokens_per_sec = (tokens_seen - tokens_last_log) / max(dt, 1e-9)
             record = {"step": step, "loss": loss.item(), "lr": lr, "batch_size": current_batch,
@@ -337,9 +346,13 @@ while True:
                 record["rank_spread"] = rank_spread
             log(record)
             t_last_log, tokens_last_log, excluded_last_log, data_wait_s = now, tokens_seen, excluded_s, 0.0
+    elif step == first_step + 1:
+        # the first step compiles (tens of seconds on a GPU): it counts against the budget, but the first
+        # logged tokens/s and MFU should say how fast training runs, so their interval starts after it (one sync)
+        t_last_log, tokens_last_log, excluded_last_log, data_wait_s = pause_clock(), tokens_seen, excluded_s, 0.0
     if time.monotonic() - t_last_ckpt > checkpoint_minutes * 60:
         t0 = pause_clock()
-        elapsed_s = elapsed_at_resume + t0 - t_resume - excluded_s
+        elapsed_s = budget_clock_s(t0)
         checkpoint()
         excluded_s += time.monotonic() - t0
         t_last_ckpt = time.monotonic()

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from configurator import CramError
-from model import (Bert, BertConfig, BertForSequenceClassification, MaskedLMLoss, batch_size_at, learning_rate_at,
-                   load_checkpoint, mask_tokens, save_checkpoint)
+from model import (Bert, BertConfig, BertForSequenceClassification, MaskedLMLoss, batch_size_at, is_out_of_memory,
+                   learning_rate_at, load_checkpoint, mask_tokens, peak_flops, pick_device, save_checkpoint)
 
 TINY = dict(vocab_size=320, block_size=32, n_layer=2, n_head=2, n_embd=32, n_inner=64)
 N_BPE, MASK_ID = 300, 302  # tiny vocabulary: ids >= 300 are specials, as in prepare.Tokenizer
@@ -235,3 +235,40 @@ def test_warm_cpu_training_steps_reuse_memory_instead_of_page_faulting():
     logits_pages = 512 * 50304 * 4 // os.sysconf("SC_PAGE_SIZE")
     assert warm["default"] > logits_pages // 2, warm  # glibc's default: the logits fault in again every step
     assert warm["cpu"] < logits_pages // 20, warm  # pick_device('cpu'): the freed blocks are reused as they are
+
+
+def test_device_type_of_an_indexed_device_and_a_bad_name():
+    # every 'if cuda' (compile, fused AdamW, synchronize before timing) tests the type: cuda:1 must be 'cuda'
+    assert pick_device("cuda:1") == ("cuda:1", "cuda")
+    assert pick_device("cpu") == ("cpu", "cpu")
+    with pytest.raises(CramError, match="--device=gpu: use auto, cpu, cuda, cuda:N or mps"):
+        pick_device("gpu")
+
+
+@pytest.mark.parametrize("name, expected", [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12),
+                                            ("NVIDIA H100 NVL", 835e12), ("NVIDIA H200", 989e12),
+                                            ("NVIDIA L40S", 362e12), ("NVIDIA L40", 181e12), ("NVIDIA L4", 121e12),
+                                            ("NVIDIA GeForce RTX 4090", 165.2e12), ("NVIDIA A100-SXM4-80GB", 312e12)])
+def test_gpu_peak_comes_from_the_most_specific_table_entry(monkeypatch, name, expected):
+    # MFU is only as right as its denominator: an H100 NVL read as an SXM H100 would under-report MFU by 16%
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: name)
+    peak, source = peak_flops("cuda", torch.bfloat16)
+    assert peak == expected and source == f"{name} (spec sheet)"
+
+
+def test_out_of_memory_is_recognised_however_torch_compile_wraps_it():
+    oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    wrapped = RuntimeError("backend='inductor' raised")  # BackendCompilerFailed keeps the OOM in .inner_exception
+    wrapped.inner_exception = oom
+    try:
+        try:
+            raise oom
+        except torch.OutOfMemoryError as e:
+            raise RuntimeError("compiled step failed") from e
+    except RuntimeError as e:
+        chained = e
+    assert is_out_of_memory(oom) and is_out_of_memory(wrapped) and is_out_of_memory(chained)
+    assert is_out_of_memory(RuntimeError("No valid triton configs. OutOfMemoryError: CUDA out of memory."))
+    # Triton's shared-memory limit is a kernel config, not a full device: the search must not stop on it
+    assert not is_out_of_memory(RuntimeError("No valid triton configs. OutOfResources: out of resource: shared memory"))
+    assert not is_out_of_memory(ValueError("shapes do not match"))

@@ -1,6 +1,7 @@
 """train.py as a user runs it: a subprocess on data made by prepare.py, a tiny model, seconds per run."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,6 +67,26 @@ def test_loss_falls_clearly_on_real_text(data, tmp_path):
     assert [x["batch_size"] for x in log if "batch_size" in x][:3] == [8, 8, 8] and log[-2]["batch_size"] == 16
     ckpt = load_checkpoint(os.path.join(tmp_path, "ckpt.pt"))
     assert ckpt["step"] == 40 and ckpt["meta"]["block_size"] == 128
+
+
+@pytest.mark.skipif(not shutil.which("g++"), reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_training_matches_eager_and_compiles_once_per_shape(data, tmp_path):
+    # compile is the GPU default, so its path must work here too: static shapes give one graph for training
+    # and one for evaluation (grad mode off), whatever the batch ramp does to the accumulation count
+    eager = train(data, tmp_path / "eager", "--max_steps=8", "--log_interval=4")
+    compiled = train(data, tmp_path / "compiled", "--max_steps=8", "--log_interval=4", "--compile=True",
+                     env={**os.environ, "TORCH_LOGS": "recompiles"})
+    assert eager.returncode == 0 and compiled.returncode == 0, compiled.stderr
+    assert compiled.stderr.count("Recompiling function") == 1, compiled.stderr
+    assert "GLOBAL_STATE changed: grad_mode" in compiled.stderr
+    log_e, log_c = read_log(tmp_path / "eager"), read_log(tmp_path / "compiled")
+    loss = lambda log: [x.get("loss", x.get("val_loss")) for x in log]
+    assert len(log_c) == 6 and loss(log_c) == pytest.approx(loss(log_e), rel=1e-4)
+    assert [x["batch_size"] for x in log_c if "batch_size" in x] == [16, 16]  # ramped up from 8: no recompile
+    # the first step's compilation counts in the budget's clock but not in the first interval's tokens/s
+    first, second = [x for x in log_c if "tokens_per_sec" in x]
+    assert first["elapsed_s"] > 3 * (second["elapsed_s"] - first["elapsed_s"])
+    assert first["tokens_per_sec"] > second["tokens_per_sec"] / 3
 
 
 def test_resume_continues_bitwise(data, tmp_path):
