@@ -325,6 +325,10 @@ def pick_device(device="auto"):
         device_type = torch.device(device).type
     except RuntimeError:
         raise CramError(f"--device={device}: use auto, cpu, cuda, cuda:N or mps")
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}
+    if device_type in available and not available[device_type]():
+        raise CramError(f"--device={device}: this torch ({torch.__version__}) sees no {device_type} device; "
+                        f"use --device=auto or cpu")
     if device_type == "cpu":
         keep_freed_host_memory()
     return device, device_type
