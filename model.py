@@ -384,15 +384,20 @@ def _matmul_flops(device, dtype, n, reps=10):
 def autocast_dtype(device, dtype="auto"):
     """bf16 on GPUs that have it, fp16 (with a GradScaler) on older CUDA GPUs; on CPU bf16 only where the
     CPU has bf16 matrix units: without them a bf16 matmul runs ~250x slower than fp32, so measure."""
-    if dtype in ("float32", "bfloat16", "float16"):
-        return getattr(torch, dtype)
-    if dtype != "auto":
+    if dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise CramError(f"--dtype={dtype}: use auto, float32, bfloat16 or float16")
-    if device == "cuda":
+    if device == "cuda" and dtype == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device == "cpu" and _matmul_flops("cpu", torch.bfloat16, 256, 1) > 0.8 * _matmul_flops("cpu", torch.float32, 256, 1):
-        return torch.bfloat16
-    return torch.float32
+    if device != "cpu" or dtype == "float32":
+        return torch.float32 if dtype == "auto" else getattr(torch, dtype)
+    low = torch.bfloat16 if dtype == "auto" else getattr(torch, dtype)
+    speedup = _matmul_flops("cpu", low, 256, 1) / _matmul_flops("cpu", torch.float32, 256, 1)
+    if dtype == "auto":
+        return low if speedup > 0.8 else torch.float32
+    if speedup < 0.25:  # asked for by name: say why it would crawl (float16 here: 3 against 140 GFLOP/s)
+        raise CramError(f"--dtype={dtype}: this CPU runs {dtype} matmuls {1 / speedup:.0f}x slower than float32 "
+                        f"(no {dtype} matrix units); use --dtype=auto or float32")
+    return low
 
 
 def amp_context(device, dtype):

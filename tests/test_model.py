@@ -8,9 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import model
 from configurator import CramError
-from model import (Bert, BertConfig, BertForSequenceClassification, MaskedLMLoss, batch_size_at, is_out_of_memory,
-                   learning_rate_at, load_checkpoint, mask_tokens, peak_flops, pick_device, save_checkpoint)
+from model import (Bert, BertConfig, BertForSequenceClassification, MaskedLMLoss, autocast_dtype, batch_size_at,
+                   is_out_of_memory, learning_rate_at, load_checkpoint, mask_tokens, peak_flops, pick_device,
+                   save_checkpoint)
 
 TINY = dict(vocab_size=320, block_size=32, n_layer=2, n_head=2, n_embd=32, n_inner=64)
 N_BPE, MASK_ID = 300, 302  # tiny vocabulary: ids >= 300 are specials, as in prepare.Tokenizer
@@ -234,7 +236,9 @@ def test_warm_cpu_training_steps_reuse_memory_instead_of_page_faulting():
         warm[mode] = max(int(f) for f in r.stdout.split()[-3:])
     logits_pages = 512 * 50304 * 4 // os.sysconf("SC_PAGE_SIZE")
     assert warm["default"] > logits_pages // 2, warm  # glibc's default: the logits fault in again every step
-    assert warm["cpu"] < logits_pages // 20, warm  # pick_device('cpu'): the freed blocks are reused as they are
+    # pick_device('cpu'): the freed blocks are reused as they are (usually a handful of faults; once in ~8 runs
+    # on a busy machine ~1,400, 6% of the logits' pages, as the heap grew once more: a bound with room)
+    assert warm["cpu"] < logits_pages // 5, warm
 
 
 def test_device_type_of_an_indexed_device_and_a_bad_name(monkeypatch):
@@ -276,3 +280,17 @@ def test_out_of_memory_is_recognised_however_torch_compile_wraps_it():
     # Triton's shared-memory limit is a kernel config, not a full device: the search must not stop on it
     assert not is_out_of_memory(RuntimeError("No valid triton configs. OutOfResources: out of resource: shared memory"))
     assert not is_out_of_memory(ValueError("shapes do not match"))
+
+
+def test_cpu_precision_follows_the_measured_matmul_speed(monkeypatch):
+    # a CPU without bf16 units runs a bf16 matmul ~250x slower than fp32: measured, never assumed
+    speeds = {torch.float32: 140e9, torch.bfloat16: 0.27e9, torch.float16: 3e9}
+    monkeypatch.setattr(model, "_matmul_flops", lambda device, dtype, n, reps=10: speeds[dtype])
+    assert autocast_dtype("cpu", "auto") == torch.float32
+    with pytest.raises(CramError, match="--dtype=float16: this CPU runs float16 matmuls 47x slower than float32"):
+        autocast_dtype("cpu", "float16")  # asked for by name: refused in one line rather than crawling
+    speeds[torch.bfloat16] = 300e9  # a CPU with bf16 units
+    assert autocast_dtype("cpu", "auto") == torch.bfloat16 and autocast_dtype("cpu", "bfloat16") == torch.bfloat16
+    assert autocast_dtype("cpu", "float32") == torch.float32
+    with pytest.raises(CramError, match="--dtype=fp16: use auto, float32, bfloat16 or float16"):
+        autocast_dtype("cpu", "fp16")
