@@ -71,6 +71,10 @@ if data_dir:
     blocks = open_blocks(data_dir, "train", block_size)
 else:
     tok = Tokenizer()
+    if vocab_size < tok.n_bpe + len(tok.SPECIALS):  # random tokens and [MASK] use the tokenizer's ids
+        raise configurator.CramError(f"--vocab_size={vocab_size}: the {tok.name} tokenizer's ids run to "
+                                     f"{tok.n_bpe + len(tok.SPECIALS) - 1}; use at least {tok.n_bpe + len(tok.SPECIALS)} "
+                                     f"(the default {tok.vocab_size} is that padded to a multiple of 64)")
 cfg = BertConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                  n_inner=n_inner, mask_fraction=mask_fraction)
 

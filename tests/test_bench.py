@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import torch
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--n_inner=64", "--micro_batch_size=4", "--accum_steps=2",
         "--steps=3", "--warmup_steps=1", "--dtype=float32"]
@@ -50,7 +52,10 @@ def test_bench_on_prepared_blocks_with_profile(tmp_path):
 
 def test_bench_refuses_bad_settings_in_one_line():
     for args, message in ((["--steps=0"], "--steps=0: must be at least 1"),
-                          (["--n_head=3"], "--n_embd=32 is not a multiple of --n_head=3")):
+                          (["--n_head=3"], "--n_embd=32 is not a multiple of --n_head=3"),
+                          (["--vocab_size=1000"], "--vocab_size=1000: the gpt2 tokenizer's ids run to 50260"),
+                          (["--device=gpu"], "--device=gpu: use auto, cpu, cuda, cuda:N or mps"),
+                          *([(["--device=cuda:0"], "--device=cuda:0: this torch")] if not torch.cuda.is_available() else [])):
         r = subprocess.run([sys.executable, "bench.py", *TINY, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.strip().splitlines()[-1].startswith(message)
