@@ -9,6 +9,7 @@ Progress p = elapsed / budget drives the learning rate, the batch size ramp, eva
 The clock starts once data and model are set up; compilation counts, evaluation and checkpoint writes
 do not. max_steps > 0 replaces the clock with p = step / max_steps, for exactly reproducible runs.
 """
+import inspect
 import json
 import os
 import signal
@@ -151,16 +152,19 @@ if init_from == "resume":
     torch.set_rng_state(ckpt["rng_cpu"])
     del ckpt  # free the host copy of the weights
 raw_model = model
-if use_compile:
-    # static shapes throughout: compiles once for training, once for eval; dynamic=False keeps the eval
-    # shape from turning the batch dimension symbolic (slower kernels)
-    model = torch.compile(model, dynamic=False)
-eval_model = model  # rank 0 evaluates alone, so never through DDP (its forward talks to the other ranks)
 if ddp:
-    # broadcast_buffers=False: the only buffer is the constant sinusoid, no need to send it every forward
-    model = DDP(model, device_ids=[int(os.environ["LOCAL_RANK"])] if device_type == "cuda" else None,
-                broadcast_buffers=False)
+    # the only buffer is the constant sinusoid: no need to send it every forward (torch 2.13 renamed the option)
+    no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                      else {"broadcast_buffers": False})
+    model = DDP(model, device_ids=[int(os.environ["LOCAL_RANK"])] if device_type == "cuda" else None, **no_buffer_sync)
     clock_group = dist.new_group(backend="gloo")  # the clock on CPU tensors: agreeing on it never waits for the GPU
+eval_model = raw_model  # rank 0 evaluates alone, so never through DDP (its forward talks to the other ranks)
+if use_compile:
+    # static shapes throughout: one graph for training, one for eval; dynamic=False keeps the eval shape from
+    # turning the batch dimension symbolic (slower kernels). DDP is compiled, not wrapped around a compiled
+    # model: dynamo then splits the graph at DDP's gradient buckets, so their all-reduce overlaps the backward
+    model = torch.compile(model, dynamic=False)
+    eval_model = torch.compile(raw_model, dynamic=False) if ddp else model
 
 # the data stream: every block once per epoch in a seeded order (file order for sorted data), across
 # epoch ends without re-reading or skipping; ranks take disjoint slices of each global micro batch

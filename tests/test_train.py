@@ -162,6 +162,12 @@ def test_ddp_two_ranks_on_cpu_stay_identical_learn_and_resume_bitwise(data, tmp_
     a, b = load_checkpoint(os.path.join(straight, "ckpt.pt")), load_checkpoint(os.path.join(staged, "ckpt.pt"))
     assert a["step"] == b["step"] == 12 and a["data_state"] == b["data_state"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    if shutil.which("g++"):  # compiled DDP (the multi-GPU default; dynamo splits it at the gradient buckets)
+        compiled = tmp_path / "compiled"
+        ddp(compiled, "--compile=True")
+        steps_c = [x for x in read_log(compiled) if "loss" in x]
+        assert all(x["rank_spread"] == 0.0 for x in steps_c)
+        assert [x["loss"] for x in steps_c] == pytest.approx([x["loss"] for x in steps], rel=1e-4)
 
 
 def test_non_finite_loss_stops_the_run_without_writing_a_checkpoint(data, tmp_path):
