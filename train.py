@@ -195,12 +195,13 @@ def next_batch():
     rows = np.concatenate(parts)[rank * micro_batch_size: (rank + 1) * micro_batch_size]
     x = torch.from_numpy(train_data[rows].astype(np.int64))
     x = to_device(x, device)
+    # data wait is the host's part; the masking below is device work, and a kernel launch there can block on a
+    # full GPU queue, which is the GPU being busy, not waiting for data
+    data_wait_s += time.perf_counter() - t0
     # masks from a seed per (micro step, rank): exact on resume with no generator state to carry
     mask_gen.manual_seed(seed * 1_000_003 + micro_steps * world_size + rank)
     micro_steps += 1
-    batch = mask_tokens(x, mask_fraction, tok.mask_id, tok.n_bpe, mask_gen)
-    data_wait_s += time.perf_counter() - t0
-    return batch
+    return mask_tokens(x, mask_fraction, tok.mask_id, tok.n_bpe, mask_gen)
 
 
 # validation: fixed blocks, fixed masks, whole eval batches (one more compiled shape, no recompiles)
