@@ -385,9 +385,6 @@ def run(config=None, **overrides):
     counts = collections.Counter(files=0, replaced_chars=0)
     docs = _sources(c.dataset, c.text_column, c.split_paragraphs, counts)
     os.makedirs(c.out_dir, exist_ok=True)
-    for p in final.values():  # meta.json first: from here on the folder no longer claims to be complete
-        if os.path.exists(p):
-            os.remove(p)
     tmp = {name: p + ".tmp" for name, p in final.items()}
     tmp.update({f"{name}.order": p + ".order.tmp" for name, p in final.items() if name.endswith(".bin")})
     try:
@@ -461,12 +458,13 @@ def _pipeline(c, tok, counts, docs, tmp, final, t0):
             f"{counts['docs_short']} shorter than --min_chars={c.min_chars}, {counts['docs_filtered']} above "
             f"--max_tokens_per_char={c.max_tokens_per_char}, {counts['docs_duplicate']} duplicates; the rest made "
             f"{counts['tokens']} tokens for --block_size={c.block_size}: relax those settings or add text")
+    done_bins = {}
     for name, n, i in (("train.bin", n_train, 0), ("val.bin", n_val, 1)):
         if c.order == "none":
-            os.replace(tmp[name], final[name])
+            done_bins[name] = tmp[name]
         else:
             _reorder(tmp[name], tmp[name + ".order"], n, c, tok, i)
-            os.replace(tmp[name + ".order"], final[name])
+            done_bins[name] = tmp[name + ".order"]
     # the cross-entropy of always guessing the corpus's unigram distribution: a masked LM must beat it
     p = train.counts[:tok.n_bpe] / max(1, train.counts[:tok.n_bpe].sum())
     unigram_entropy = float(-(p[p > 0] * np.log(p[p > 0])).sum())
@@ -477,6 +475,12 @@ def _pipeline(c, tok, counts, docs, tmp, final, t0):
             "seconds": round(seconds, 2), "mb_per_s": round(counts["bytes"] / 1e6 / seconds, 2)}
     with open(tmp["meta.json"], "w") as f:
         json.dump(meta, f, indent=2)
+    # a corpus being replaced (--force) stays whole until the new one is complete; then meta.json goes first,
+    # so a crash among the renames leaves a folder that says it is not prepared rather than a mixed one
+    if os.path.exists(final["meta.json"]):
+        os.remove(final["meta.json"])
+    for name, path in done_bins.items():
+        os.replace(path, final[name])
     os.replace(tmp["meta.json"], final["meta.json"])
     _report(meta, c)
     return meta

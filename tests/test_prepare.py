@@ -175,6 +175,11 @@ def test_errors(tmp_path, corpus):
     prepare.run(dataset=src, out_dir=out)
     with pytest.raises(CramError, match="already holds a prepared corpus: pass --force=True"):
         prepare.run(dataset=src, out_dir=out)
+    before = {name: open(os.path.join(out, name), "rb").read() for name in ("train.bin", "val.bin", "meta.json")}
+    with pytest.raises(CramError, match="no training block left"):  # a failed replacement loses nothing
+        prepare.run(dataset=src, out_dir=out, force=True, min_chars=10_000)
+    assert before == {name: open(os.path.join(out, name), "rb").read() for name in before}
+    assert sorted(os.listdir(out)) == ["meta.json", "train.bin", "val.bin"]
     assert prepare.run(dataset=src, out_dir=out, force=True, block_size=16)["block_size"] == 16
 
 
