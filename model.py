@@ -368,7 +368,9 @@ def keep_freed_host_memory():
 
 
 def _matmul_flops(device, dtype, n, reps=10):
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    # its own generator: drawing from the global one would shift a resumed run's dropout masks
+    g = torch.Generator(device).manual_seed(0)
+    a, b = (torch.randn(n, n, device=device, dtype=dtype, generator=g) for _ in range(2))
     best = float("inf")
     for _ in range(reps + 1):  # the first is a warm-up; the best of 10, as one slow rep on a shared CPU read 57%
         if device == "cuda":
