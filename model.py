@@ -55,7 +55,7 @@ class BertConfig:
 def sinusoid(n_pos, dim):
     inv_freq = torch.exp(-math.log(10000.0) * torch.arange(0, dim, 2, dtype=torch.float) / dim)
     angles = torch.arange(n_pos, dtype=torch.float)[:, None] * inv_freq[None, :]
-    return torch.cat([angles.sin(), angles.cos()], dim=1)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)[:, :dim]  # an odd width drops the last cosine
 
 
 class Embedding(nn.Module):

@@ -44,6 +44,16 @@ def test_config_refuses_a_bad_shape_naming_the_setting(bad, message):
     assert str(e.value).startswith(message)
 
 
+def test_odd_widths_and_head_sizes_train():
+    # widths a new user may try: odd (the sinusoid has one more sine than cosine), head sizes 15 and 48
+    for n_embd, n_head in ((45, 3), (63, 1), (96, 2)):
+        model = Bert(BertConfig(**{**TINY, "n_embd": n_embd, "n_head": n_head}))
+        idx, labels = tiny_batch()
+        _, loss = model(idx, labels)
+        loss.backward()
+        assert torch.isfinite(loss) and model.embed.wte.weight.grad is not None
+
+
 def test_output_shapes_full_and_sparse():
     model = Bert(BertConfig(**TINY))
     x, y = tiny_batch()
