@@ -51,6 +51,7 @@ config = configurator.configure(globals())
 # -----------------------------------------------------------------------------
 configurator.require_at_least(1, micro_batch_size=micro_batch_size, accum_steps=accum_steps, steps=steps,
                               warmup_steps=warmup_steps)
+configurator.require_one_of("compile", compile, (None, True, False))  # None: on for CUDA, off elsewhere
 
 device, device_type = pick_device(device)
 ptdtype = autocast_dtype(device_type, dtype)

@@ -29,6 +29,18 @@ def require_at_least(minimum, **settings):
             raise CramError(f"--{key}={value}: must be at least {minimum}")
 
 
+def require_one_of(key, value, choices):
+    """Refuse a --key=value outside choices: e.g. --compile=false, which a None default would take as a string."""
+    if value not in choices:
+        raise CramError(f"--{key}={value!r}: use one of {', '.join(map(repr, choices))}")
+
+
+def require_folder(key, path):
+    """Refuse an output folder that is a file, before any work is done."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CramError(f"--{key}={path} is a file: give a folder (it is created if missing)")
+
+
 def settings_of(scope):
     """The settings of a script: its public module-level globals of plain types."""
     return [k for k, v in scope.items() if not k.startswith("_") and isinstance(v, SETTING_TYPES)]
@@ -85,8 +97,11 @@ def configure(scope, args=None):
             if not os.path.isfile(arg):
                 raise CramError(f"config file {arg} not found: pass a path such as config/cram_cpu.py, or --key=value")
             file_scope = {}
-            with open(arg) as f:
-                exec(compile(f.read(), arg, "exec"), file_scope)
+            try:
+                with open(arg) as f:
+                    exec(compile(f.read(), arg, "exec"), file_scope)
+            except Exception as e:  # a typo in a preset must not look like a crash of the script
+                raise CramError(f"config file {arg}: {type(e).__name__}: {e}")
             pairs = [(k, file_scope[k]) for k in settings_of(file_scope)]
         for key, value in pairs:
             if key not in keys:

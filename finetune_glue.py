@@ -468,6 +468,7 @@ def run(cfg):
     names = resolve_tasks(cfg["task"])
     require_at_least(1, **{k: cfg[k] for k in ("seeds", "epochs", "batch_size", "eval_batch_size")})
     require_at_least(8, max_seq_len=cfg["max_seq_len"])
+    configurator.require_folder("out_dir", cfg["out_dir"])
     if cfg["glue_dir"] is not None:  # find every missing file now, not hours in after the first tasks ran
         for name in names:
             check_files(name, cfg["glue_dir"])

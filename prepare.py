@@ -98,8 +98,11 @@ def read_meta(data_dir):
     path = os.path.join(data_dir, "meta.json")
     if not os.path.isfile(path):
         raise CramError(f"{path} not found: prepare the data first, e.g. python prepare.py --out_dir={data_dir}")
-    with open(path) as f:
-        meta = json.load(f)
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except json.JSONDecodeError as e:
+        raise CramError(f"{path} is not valid JSON ({e}): prepare the folder again with --force=True")
     if meta.get("block_prefix") != "[CLS]":
         raise CramError(f"{path}: prepared by an older prepare.py, whose blocks do not start with [CLS]: "
                         f"re-run prepare.py with --force=True for {data_dir}")
@@ -358,6 +361,7 @@ def _reorder(src, dst, n_blocks, c, tok, split_index):
 # the pipeline
 
 def _check(c, tok):
+    configurator.require_folder("out_dir", c.out_dir)
     if not 2 <= c.block_size <= 65535:
         raise CramError(f"--block_size={c.block_size}: must be between 2 and 65535 (the paper uses 128)")
     if tok.vocab_size > 65536:

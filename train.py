@@ -77,6 +77,9 @@ backend = "nccl"  # DDP on CUDA; CPU runs use gloo
 config = configurator.configure(globals())
 # -----------------------------------------------------------------------------
 require_at_least(1, micro_batch_size=micro_batch_size, batch_size=batch_size, log_interval=log_interval)
+require_at_least(0, max_steps=max_steps, stop_at_step=stop_at_step, learning_rate=learning_rate)
+configurator.require_one_of("compile", compile, (None, True, False))  # None: on for CUDA, off elsewhere
+configurator.require_folder("out_dir", out_dir)
 if budget_hours <= 0 and max_steps <= 0:
     raise CramError(f"--budget_hours={budget_hours}: give a positive budget (or a step clock with --max_steps)")
 
@@ -266,12 +269,21 @@ def request_stop(signum, frame):
 signal.signal(signal.SIGTERM, request_stop)
 signal.signal(signal.SIGINT, request_stop)
 
+final_logged = False  # a resumed run that had already finished: its final evaluation is in the log
 if master:
     os.makedirs(out_dir, exist_ok=True)
     log_path = os.path.join(out_dir, "log.jsonl")
     if os.path.exists(log_path):  # scratch: a new log; resume: drop the lines of steps the checkpoint did not keep
+        kept = []
         with open(log_path) as f:
-            kept = [line for line in f if init_from == "resume" and json.loads(line)["step"] <= step]
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:  # a line torn by a kill -9
+                    continue
+                if init_from == "resume" and record["step"] <= step:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+                    final_logged = final_logged or bool(record.get("final"))
         with open(log_path + ".tmp", "w") as f:
             f.writelines(kept)
         os.replace(log_path + ".tmp", log_path)
@@ -363,7 +375,7 @@ while True:
         t_last_ckpt = time.monotonic()
 
 # the end: a last evaluation unless we were interrupted, and the checkpoint
-if master and finished and n_eval:
+if master and finished and n_eval and not final_logged:
     val_loss, val_acc = evaluate()
     log({"step": step, "progress": min(p, 1.0), "val_loss": val_loss, "val_acc": val_acc, "final": True})
 checkpoint()

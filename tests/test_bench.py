@@ -55,6 +55,7 @@ def test_bench_refuses_bad_settings_in_one_line():
                           (["--n_head=3"], "--n_embd=32 is not a multiple of --n_head=3"),
                           (["--vocab_size=1000"], "--vocab_size=1000: the gpt2 tokenizer's ids run to 50260"),
                           (["--device=gpu"], "--device=gpu: use auto, cpu, cuda, cuda:N or mps"),
+                          (["--compile=no"], "--compile='no': use one of None, True, False"),
                           *([(["--device=cuda:0"], "--device=cuda:0: this torch")] if not torch.cuda.is_available() else [])):
         r = subprocess.run([sys.executable, "bench.py", *TINY, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr

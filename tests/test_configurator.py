@@ -98,3 +98,13 @@ def test_help_lists_every_setting_with_its_comment_and_changes_nothing(tmp_path,
     assert out.startswith("Train something.")
     assert "--batch_size=64  # sequences per step" in out and "--betas=(0.9, 0.98)" in out
     assert s["batch_size"] == 64  # --help stops before any override is applied
+
+
+def test_a_config_file_that_fails_is_one_line_naming_it(tmp_path):
+    cfg = tmp_path / "typo.py"
+    cfg.write_text("batch_size = (64\n")
+    with pytest.raises(CramError, match=r"config file .*typo.py: SyntaxError: '\(' was never closed"):
+        configurator.configure(scope(), [str(cfg)])
+    cfg.write_text("batch_size = 64 / undefined_name\n")
+    with pytest.raises(CramError, match="config file .*typo.py: NameError: name 'undefined_name' is not defined"):
+        configurator.configure(scope(), [str(cfg)])

@@ -107,6 +107,16 @@ def test_resume_continues_bitwise(data, tmp_path):
     assert untimed(read_log(staged)) == untimed(read_log(straight))
 
 
+def test_resuming_a_finished_run_after_a_torn_log_line_adds_nothing(data, tmp_path):
+    assert train(data, tmp_path, "--max_steps=4").returncode == 0
+    before = read_log(tmp_path)
+    with open(os.path.join(tmp_path, "log.jsonl"), "a") as f:
+        f.write('{"step": 4, "loss": 10.')  # a kill -9 in the middle of a write
+    r = train(data, tmp_path, "--max_steps=4", "--init_from=resume")
+    assert r.returncode == 0, r.stderr
+    assert read_log(tmp_path) == before and sum(bool(x.get("final")) for x in before) == 1
+
+
 def test_epochs_neither_reread_nor_skip_blocks(tmp_path):
     """20 blocks, 8 per micro batch: epoch ends fall inside batches; resume still exact."""
     text = tmp_path / "small.txt"
@@ -204,6 +214,13 @@ def test_clear_errors(data, tmp_path):
     assert err(data, "--micro_batch_size=0") == "--micro_batch_size=0: must be at least 1"
     assert "is not a multiple of --n_head=5" in err(data, "--n_head=5")  # the model's shape, checked in BertConfig
     assert "--budget_hours=0.0" in err(data, "--budget_hours=0")
+    assert err(data, "--max_steps=-3") == "--max_steps=-3: must be at least 0"  # trained forever before
+    # TINY's --compile=False came first, so this is a type error; alone it reads "use one of None, True, False"
+    assert err(data, "--compile=false").startswith("--compile=false: compile must be a bool")
+    (tmp_path / "a_file").write_text("")
+    assert err(data, f"--out_dir={tmp_path / 'a_file'}").endswith("a_file is a file: give a folder (it is created if missing)")
+    (broken / "meta.json").write_text('{"block_size": ')
+    assert "meta.json is not valid JSON" in err(broken)
     os.makedirs(tmp_path / "out", exist_ok=True)
     (tmp_path / "out" / "ckpt.pt").write_bytes(b"not a checkpoint at all")
     assert "corrupt" in err(data, "--init_from=resume")
