@@ -133,11 +133,20 @@ step, tokens_seen, elapsed_s, micro_steps, evals_done = 0, 0, 0.0, 0, 0
 data_state = {"epoch": 0, "cursor": 0}
 if init_from == "resume":
     ckpt = load_checkpoint(ckpt_path, "cpu")  # load_state_dict moves tensors where they belong
-    if ckpt["model_args"]["vocab_size"] != meta["vocab_size"] or ckpt["model_args"]["block_size"] != block_size:
-        raise CramError(f"{ckpt_path} was trained on other data (vocab {ckpt['model_args']['vocab_size']}, block "
-                        f"{ckpt['model_args']['block_size']}) than {data_dir}: point --data_dir at that data")
-    model_args = ckpt["model_args"]  # the checkpoint's shape (and mask rate) wins over the settings
-    mask_fraction = model_args["mask_fraction"]
+    # the data position (epoch, cursor) only means something in the same corpus
+    for key in ("source", "tokenizer", "vocab_size", "block_size", "order", "seed", "train_blocks", "val_blocks"):
+        if ckpt["meta"].get(key) != meta.get(key):
+            raise CramError(f"{ckpt_path} was trained on other data ({key} {ckpt['meta'].get(key)!r}, here "
+                            f"{meta.get(key)!r} in {data_dir}): point --data_dir at the data it was trained on")
+    # a resumed run keeps its model: a shape setting that differs would be silently ignored, so refuse it
+    for key, value in ckpt["model_args"].items():
+        if model_args[key] != value:
+            raise CramError(f"--{key}={model_args[key]} but {ckpt_path} has {key}={value}: a resumed run keeps its "
+                            f"model; pass the settings (or config file) it was started with")
+    changed = [f"{k} {v!r} -> {config[k]!r}" for k, v in ckpt["config"].items()
+               if k in config and config[k] != v and k not in ("init_from", "overwrite")]
+    if master and changed:  # allowed (a longer budget, say), but never unnoticed
+        print(f"resume: settings that differ from the checkpoint's run: {', '.join(changed)}")
     step, tokens_seen, elapsed_s, micro_steps = ckpt["step"], ckpt["tokens_seen"], ckpt["elapsed_s"], ckpt["micro_steps"]
     evals_done = ckpt["evals_done"]
     data_state = dict(ckpt["data_state"])

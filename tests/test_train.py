@@ -115,6 +115,17 @@ def test_resuming_a_finished_run_after_a_torn_log_line_adds_nothing(data, tmp_pa
     r = train(data, tmp_path, "--max_steps=4", "--init_from=resume")
     assert r.returncode == 0, r.stderr
     assert read_log(tmp_path) == before and sum(bool(x.get("final")) for x in before) == 1
+    # a resumed run keeps its model and its data: settings that contradict them are refused, not ignored
+    r = train(data, tmp_path, "--max_steps=4", "--init_from=resume", "--n_layer=3")
+    assert r.stderr.strip().splitlines()[-1].startswith("--n_layer=3 but") and "keeps its model" in r.stderr
+    other_text = tmp_path / "other.txt"
+    other_text.write_text("\n\n".join(f"Paragraph {i} of another corpus, with words enough to fill a block." * 8
+                                      for i in range(200)))
+    other = prepare(tmp_path, str(other_text), "other", "--split_paragraphs=True")
+    r = train(other, tmp_path, "--max_steps=4", "--init_from=resume")
+    assert r.returncode == 1 and "was trained on other data (source" in r.stderr.strip().splitlines()[-1], r.stderr
+    r = train(data, tmp_path, "--max_steps=4", "--init_from=resume", "--learning_rate=5e-4")
+    assert r.returncode == 0 and "differ from the checkpoint's run: learning_rate 0.001 -> 0.0005" in r.stdout
 
 
 def test_epochs_neither_reread_nor_skip_blocks(tmp_path):
