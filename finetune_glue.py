@@ -363,7 +363,9 @@ def load_source(cfg):
         tok = Tokenizer(cfg["tokenizer"])
         args = dict(vocab_size=tok.vocab_size, block_size=cfg["max_seq_len"], n_layer=cfg["n_layer"],
                     n_head=cfg["n_head"], n_embd=cfg["n_embd"], n_inner=cfg["n_inner"])
-        return None, args, tok, {"ckpt": "none", "ckpt_step": 0, "tokens_seen": 0, "model_args": args}
+        BertConfig(**args, dropout=cfg["dropout"])  # a bad shape is refused now, not after the data is tokenized
+        return None, args, tok, {"ckpt": "none", "ckpt_step": 0, "tokens_seen": 0, "model_args": args,
+                                 "weights_checksum": None}
     ck = load_checkpoint(cfg["ckpt"])
     tok = Tokenizer.from_meta(ck["meta"], source=cfg["ckpt"])
     args = dict(ck["model_args"])
@@ -373,8 +375,11 @@ def load_source(cfg):
     if cfg["max_seq_len"] > args.get("block_size", 128):
         raise CramError(f"--max_seq_len={cfg['max_seq_len']} exceeds the checkpoint's block_size {args.get('block_size')}: "
                         f"pass --max_seq_len={args.get('block_size')} or less")
+    # tells a retrained checkpoint at the same path and step from the one earlier results came from
+    checksum = sum(v.double().sum().item() for v in ck["model"].values() if v.is_floating_point())
     return ck["model"], args, tok, {"ckpt": cfg["ckpt"], "ckpt_step": ck.get("step"),
-                                    "tokens_seen": ck.get("tokens_seen"), "model_args": args}
+                                    "tokens_seen": ck.get("tokens_seen"), "model_args": args,
+                                    "weights_checksum": checksum}
 
 
 def build_model(state, args, name, cfg, device):
@@ -430,14 +435,15 @@ def write_json(path, obj):
 
 
 def earlier_tasks(path, info):
-    """Results already in glue_results.json for the same checkpoint (path, step, shape): kept and merged."""
+    """Results already in glue_results.json for the same checkpoint (path, step, shape, weights): kept and merged."""
     try:
         with open(path) as f:
             old = json.load(f)
     except (OSError, ValueError):
         return {}
     if (os.path.abspath(str(old.get("ckpt"))) == os.path.abspath(str(info["ckpt"]))
-            and old.get("ckpt_step") == info["ckpt_step"] and old.get("model_args") == info["model_args"]):
+            and old.get("ckpt_step") == info["ckpt_step"] and old.get("model_args") == info["model_args"]
+            and old.get("weights_checksum") == info["weights_checksum"]):
         return old.get("tasks", {})
     print(f"{path} holds results of another checkpoint ({old.get('ckpt')}, step {old.get('ckpt_step')}): replacing it")
     return {}

@@ -5,6 +5,7 @@ import math
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict
@@ -21,7 +22,7 @@ sys.path.insert(0, ROOT)
 
 import finetune_glue as fg  # noqa: E402
 from configurator import CramError  # noqa: E402
-from model import Bert, BertConfig, save_checkpoint  # noqa: E402
+from model import Bert, BertConfig, load_checkpoint, save_checkpoint  # noqa: E402
 from prepare import Tokenizer  # noqa: E402
 
 WORDS = "the a cat dog sat ran on mat big small red blue house tree bird fish old new".split()
@@ -338,6 +339,16 @@ def test_task_all_end_to_end_then_merge(tmp_path, tiny_ckpt):
     assert len(merged["tasks"]) == 9 and merged["tasks"]["wnli"]["seeds"] == [0, 1]
     assert merged["glue_average"] == pytest.approx(res["glue_average"])  # wnli is not averaged
     assert not os.path.exists(os.path.join(out, "glue_results.json.tmp"))
+    # a checkpoint retrained at the same path, step and shape is another model: its results are not merged
+    retrained = load_checkpoint(tiny_ckpt)
+    retrained["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in retrained["model"].items()}
+    copy = str(tmp_path / "retrained.pt")
+    shutil.copy(tiny_ckpt, copy)
+    fg.run(settings(task="wnli", glue_dir=glue, ckpt=copy, out_dir=out, epochs=1, batch_size=8))
+    save_checkpoint(copy, retrained)
+    fg.run(settings(task="rte", glue_dir=glue, ckpt=copy, out_dir=out, epochs=1, batch_size=8))
+    with open(os.path.join(out, "glue_results.json")) as f:
+        assert list(json.load(f)["tasks"]) == ["rte"]
 
 
 def test_ckpt_none_and_up_front_file_check(tmp_path):
@@ -348,3 +359,6 @@ def test_ckpt_none_and_up_front_file_check(tmp_path):
     res = fg.run(settings(task="rte", glue_dir=glue, ckpt="none", out_dir=str(tmp_path), epochs=1,
                           n_layer=1, n_head=2, n_embd=32, n_inner=64))
     assert res["ckpt"] == "none" and res["model_args"]["n_embd"] == 32 and "rte" in res["scores"]
+    # a bad shape is refused before any data is read (here the hub, which would fail offline in another way)
+    with pytest.raises(CramError, match="--n_embd=100 is not a multiple of --n_head=3"):
+        fg.run(settings(task="mnli", ckpt="none", out_dir=str(tmp_path), n_embd=100, n_head=3))
