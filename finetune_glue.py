@@ -397,7 +397,8 @@ def run_task(name, data, tok, state, args, cfg, device, dtype=torch.float32):
     train = subsample(data["train"], cfg["max_train_examples"], cfg["seed"])
     empty = [split for split, ex in data.items() if not ex.a]
     if empty:
-        raise CramError(f"{name}: no examples in {', '.join(empty)}; check the task's files")
+        where = os.path.join(cfg["glue_dir"], TASKS[name]["folder"]) if cfg["glue_dir"] else f"the hub ({_HUB})"
+        raise CramError(f"{name}: no examples in {', '.join(empty)} (from {where}); check the task's files")
     sizes = ", ".join(f"{row} {len(ex.a)}" for row, ex in data.items() if row != "train")
     print(f"{name}: {len(train.a)} training examples"
           + (f" (of {len(data['train'].a)}, --max_train_examples)" if len(train.a) < len(data["train"].a) else "")

@@ -185,6 +185,8 @@ def _iter_files(files, column, split_paragraphs, counts):
     for path in files:
         counts["files"] += 1
         if not path.lower().endswith(".txt"):
+            if os.path.getsize(path) == 0:  # no rows (datasets fails on an empty .jsonl with StopIteration)
+                continue
             from datasets import load_dataset  # imported only when needed: it takes a second
             builder = "parquet" if path.lower().endswith(".parquet") else "json"
             try:

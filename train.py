@@ -349,7 +349,7 @@ while True:
     step += 1
     tokens_seen += current_batch * block_size
 
-    if step % log_interval == 0:
+    if step % log_interval == 0 or step == max_steps:  # a step clock's last step is always logged
         # fp16's GradScaler legitimately skips ~16 steps in a row while it calibrates down from 2^16
         if skipped_worst.item() >= max_nonfinite_in_a_row + 16 * scaler.is_enabled():  # all ranks check, all stop
             raise CramError(f"{int(skipped_worst.item())} steps in a row had a non-finite loss (last at step {step}); "
@@ -367,7 +367,9 @@ while True:
             record = {"step": step, "loss": loss.item(), "lr": lr, "batch_size": current_batch,
                       "tokens_per_sec": tokens_per_sec, "mfu": raw_model.estimate_mfu(tokens_per_sec / world_size, peak),
                       "data_wait": data_wait_s / max(dt, 1e-9), "skipped": int(skipped_total.item()),
-                      "tokens_seen": tokens_seen, "elapsed_s": elapsed_s, "remaining_s": max(0.0, budget_s - elapsed_s)}
+                      "tokens_seen": tokens_seen, "elapsed_s": elapsed_s}
+            if not max_steps:  # under a step clock the budget plays no part
+                record["remaining_s"] = max(0.0, budget_s - elapsed_s)
             if ddp:
                 record["rank_spread"] = rank_spread
             log(record)
@@ -390,7 +392,8 @@ if master and finished and n_eval and not final_logged:
 checkpoint()
 if master:
     why = f"stopped by {stop_signal}" if stop_signal else "done"
-    print(f"{why}: step {step}, {tokens_seen:,} tokens, {elapsed_s / 3600:.3f} h of the {budget_hours:g} h budget; "
+    of_steps, of_budget = (f" of {max_steps}", "") if max_steps else ("", f" of the {budget_hours:g} h budget")
+    print(f"{why}: step {step}{of_steps}, {tokens_seen:,} tokens, {elapsed_s / 3600:.3f} h{of_budget}; "
           f"checkpoint {ckpt_path}")
 if ddp:
     # the other ranks wait for rank 0's evaluation and checkpoint: tearing the group down under a rank still

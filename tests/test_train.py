@@ -108,8 +108,11 @@ def test_resume_continues_bitwise(data, tmp_path):
 
 
 def test_resuming_a_finished_run_after_a_torn_log_line_adds_nothing(data, tmp_path):
-    assert train(data, tmp_path, "--max_steps=4").returncode == 0
+    r = train(data, tmp_path, "--max_steps=4", "--log_interval=10")
+    assert r.returncode == 0 and "done: step 4 of 4," in r.stdout
     before = read_log(tmp_path)
+    # a step clock's last step is logged even when log_interval is longer, and no budget is reported
+    assert [x["step"] for x in before if "loss" in x] == [4] and "remaining_s" not in before[-2]
     with open(os.path.join(tmp_path, "log.jsonl"), "a") as f:
         f.write('{"step": 4, "loss": 10.')  # a kill -9 in the middle of a write
     r = train(data, tmp_path, "--max_steps=4", "--init_from=resume")
