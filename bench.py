@@ -72,10 +72,11 @@ if data_dir:
     blocks = open_blocks(data_dir, "train", block_size)
 else:
     tok = Tokenizer()
-    if vocab_size < tok.n_bpe + len(tok.SPECIALS):  # random tokens and [MASK] use the tokenizer's ids
-        raise configurator.CramError(f"--vocab_size={vocab_size}: the {tok.name} tokenizer's ids run to "
-                                     f"{tok.n_bpe + len(tok.SPECIALS) - 1}; use at least {tok.n_bpe + len(tok.SPECIALS)} "
-                                     f"(the default {tok.vocab_size} is that padded to a multiple of 64)")
+    n_ids = tok.n_bpe + len(tok.SPECIALS)
+    if vocab_size < n_ids:  # random tokens and [MASK] use the tokenizer's ids
+        raise configurator.CramError(f"--vocab_size={vocab_size}: the {tok.name} tokenizer's ids run to {n_ids - 1};"
+                                     f" use at least {n_ids} (the default {tok.vocab_size} is that padded to a"
+                                     f" multiple of 64)")
 cfg = BertConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                  n_inner=n_inner, mask_fraction=mask_fraction)
 

@@ -10,6 +10,7 @@ Tasks are the hub's config names: cola sst2 mrpc stsb qqp mnli qnli rte wnli (co
 `all` is the paper's eight, without wnli. Results go to out_dir/glue_results.json, merged with earlier runs
 of the same checkpoint so that tasks run one at a time still add up to one GLUE table.
 """
+import hashlib
 import json
 import math
 import os
@@ -375,8 +376,12 @@ def load_source(cfg):
     if cfg["max_seq_len"] > args.get("block_size", 128):
         raise CramError(f"--max_seq_len={cfg['max_seq_len']} exceeds the checkpoint's block_size {args.get('block_size')}: "
                         f"pass --max_seq_len={args.get('block_size')} or less")
-    # tells a retrained checkpoint at the same path and step from the one earlier results came from
-    checksum = sum(v.double().sum().item() for v in ck["model"].values() if v.is_floating_point())
+    # tells a retrained checkpoint at the same path and step from the one earlier results came from (a hash
+    # of the bytes: a float sum differs in its last digit with the number of threads)
+    digest = hashlib.sha256()
+    for key in sorted(ck["model"]):
+        digest.update(key.encode() + ck["model"][key].contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    checksum = digest.hexdigest()[:16]
     return ck["model"], args, tok, {"ckpt": cfg["ckpt"], "ckpt_step": ck.get("step"),
                                     "tokens_seen": ck.get("tokens_seen"), "model_args": args,
                                     "weights_checksum": checksum}

@@ -470,6 +470,7 @@ def _pipeline(c, tok, counts, docs, tmp, final, t0):
             done_bins[name] = tmp[name]
         else:
             _reorder(tmp[name], tmp[name + ".order"], n, c, tok, i)
+            os.remove(tmp[name])  # while a corpus is being replaced, disk holds the old one and the new one only
             done_bins[name] = tmp[name + ".order"]
     # the cross-entropy of always guessing the corpus's unigram distribution: a masked LM must beat it
     p = train.counts[:tok.n_bpe] / max(1, train.counts[:tok.n_bpe].sum())

@@ -33,7 +33,7 @@ data_dir = "data/wikipedia"  # a folder made by prepare.py
 out_dir = "out"
 init_from = "scratch"  # 'scratch' or 'resume' (from out_dir/ckpt.pt: the clock, schedule and data order go on)
 overwrite = False  # a scratch run refuses to replace an existing out_dir/ckpt.pt unless this is True
-log_interval = 10  # optimizer steps between logs; the only point where the loop waits for the device
+log_interval = 10  # optimizer steps between logs; the only point where the steady loop waits for the device
 eval_fractions = (0.25, 0.5, 0.75)  # of the budget; there is always a final evaluation too
 eval_blocks = 1024  # fixed validation blocks with fixed masks: comparable across runs and resumes
 checkpoint_minutes = 30.0
@@ -138,11 +138,13 @@ if init_from == "resume":
         if ckpt["meta"].get(key) != meta.get(key):
             raise CramError(f"{ckpt_path} was trained on other data ({key} {ckpt['meta'].get(key)!r}, here "
                             f"{meta.get(key)!r} in {data_dir}): point --data_dir at the data it was trained on")
-    # a resumed run keeps its model: a shape setting that differs would be silently ignored, so refuse it
-    for key, value in ckpt["model_args"].items():
-        if model_args[key] != value:
-            raise CramError(f"--{key}={model_args[key]} but {ckpt_path} has {key}={value}: a resumed run keeps its "
-                            f"model; pass the settings (or config file) it was started with")
+    # a resumed run keeps its model and its seed (the data order and masks follow it): a setting that differs
+    # would be silently ignored or would re-read and skip blocks, so refuse it
+    mine = {**model_args, "seed": seed}
+    for key, value in {**ckpt["model_args"], "seed": ckpt["config"]["seed"]}.items():
+        if mine.get(key) != value:
+            raise CramError(f"--{key}={mine.get(key)} but {ckpt_path} has {key}={value}: a resumed run keeps its "
+                            f"model and seed; pass the settings (or config file) it was started with")
     changed = [f"{k} {v!r} -> {config[k]!r}" for k, v in ckpt["config"].items()
                if k in config and config[k] != v and k not in ("init_from", "overwrite")]
     if master and changed:  # allowed (a longer budget, say), but never unnoticed
@@ -278,7 +280,7 @@ def request_stop(signum, frame):
 signal.signal(signal.SIGTERM, request_stop)
 signal.signal(signal.SIGINT, request_stop)
 
-final_logged = False  # a resumed run that had already finished: its final evaluation is in the log
+final_logged_step = -1  # a resumed run that had already finished: its final evaluation is in the log
 if master:
     os.makedirs(out_dir, exist_ok=True)
     log_path = os.path.join(out_dir, "log.jsonl")
@@ -292,7 +294,7 @@ if master:
                     continue
                 if init_from == "resume" and record["step"] <= step:
                     kept.append(line if line.endswith("\n") else line + "\n")
-                    final_logged = final_logged or bool(record.get("final"))
+                    final_logged_step = record["step"] if record.get("final") else final_logged_step
         with open(log_path + ".tmp", "w") as f:
             f.writelines(kept)
         os.replace(log_path + ".tmp", log_path)
@@ -376,7 +378,8 @@ while True:
             t_last_log, tokens_last_log, excluded_last_log, data_wait_s = now, tokens_seen, excluded_s, 0.0
     elif step == first_step + 1:
         # the first step compiles (tens of seconds on a GPU): it counts against the budget, but the first
-        # logged tokens/s and MFU should say how fast training runs, so their interval starts after it (one sync)
+        # logged tokens/s and MFU should say how fast training runs, so their interval starts after it (one
+        # sync; with --log_interval=1 the first record is that step alone, compilation included)
         t_last_log, tokens_last_log, excluded_last_log, data_wait_s = pause_clock(), tokens_seen, excluded_s, 0.0
     if time.monotonic() - t_last_ckpt > checkpoint_minutes * 60:
         t0 = pause_clock()
@@ -386,7 +389,7 @@ while True:
         t_last_ckpt = time.monotonic()
 
 # the end: a last evaluation unless we were interrupted, and the checkpoint
-if master and finished and n_eval and not final_logged:
+if master and finished and n_eval and final_logged_step != step:
     val_loss, val_acc = evaluate()
     log({"step": step, "progress": min(p, 1.0), "val_loss": val_loss, "val_acc": val_acc, "final": True})
 checkpoint()

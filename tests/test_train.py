@@ -127,8 +127,14 @@ def test_resuming_a_finished_run_after_a_torn_log_line_adds_nothing(data, tmp_pa
     other = prepare(tmp_path, str(other_text), "other", "--split_paragraphs=True")
     r = train(other, tmp_path, "--max_steps=4", "--init_from=resume")
     assert r.returncode == 1 and "was trained on other data (source" in r.stderr.strip().splitlines()[-1], r.stderr
+    r = train(data, tmp_path, "--max_steps=4", "--init_from=resume", "--seed=7")  # the data order follows it
+    assert r.stderr.strip().splitlines()[-1].startswith("--seed=7 but") and "keeps its model and seed" in r.stderr
     r = train(data, tmp_path, "--max_steps=4", "--init_from=resume", "--learning_rate=5e-4")
     assert r.returncode == 0 and "differ from the checkpoint's run: learning_rate 0.001 -> 0.0005" in r.stdout
+    # a finished run continued with a longer clock trains on and evaluates its new end
+    r = train(data, tmp_path, "--max_steps=6", "--init_from=resume")
+    assert r.returncode == 0, r.stderr
+    assert [x["step"] for x in read_log(tmp_path) if x.get("final")] == [4, 6]
 
 
 def test_epochs_neither_reread_nor_skip_blocks(tmp_path):
@@ -229,8 +235,8 @@ def test_clear_errors(data, tmp_path):
     assert "is not a multiple of --n_head=5" in err(data, "--n_head=5")  # the model's shape, checked in BertConfig
     assert "--budget_hours=0.0" in err(data, "--budget_hours=0")
     assert err(data, "--max_steps=-3") == "--max_steps=-3: must be at least 0"  # trained forever before
-    # TINY's --compile=False came first, so this is a type error; alone it reads "use one of None, True, False"
-    assert err(data, "--compile=false").startswith("--compile=false: compile must be a bool")
+    r = run("train.py", f"--data_dir={data}", "--compile=false")  # without TINY's --compile=False before it
+    assert r.stderr.strip().splitlines()[-1] == "--compile='false': use one of None, True, False"
     (tmp_path / "a_file").write_text("")
     assert err(data, f"--out_dir={tmp_path / 'a_file'}").endswith("a_file is a file: give a folder (it is created if missing)")
     (broken / "meta.json").write_text('{"block_size": ')
