@@ -17,7 +17,7 @@ import torch
 
 import configurator
 from model import (Bert, BertConfig, amp_context, autocast_dtype, grad_scaler, is_out_of_memory, mask_tokens,
-                   peak_flops, pick_device, to_device, train_step)
+                   peak_flops, pick_device, to_device, train_step, wants_compile)
 from prepare import Tokenizer, open_blocks, read_meta
 
 # -----------------------------------------------------------------------------
@@ -51,12 +51,11 @@ config = configurator.configure(globals())
 # -----------------------------------------------------------------------------
 configurator.require_at_least(1, micro_batch_size=micro_batch_size, accum_steps=accum_steps, steps=steps,
                               warmup_steps=warmup_steps)
-configurator.require_one_of("compile", compile, (None, True, False))  # None: on for CUDA, off elsewhere
 
 device, device_type = pick_device(device)
 ptdtype = autocast_dtype(device_type, dtype)
 amp_ctx = amp_context(device_type, ptdtype)
-use_compile = device_type == "cuda" if compile is None else compile
+use_compile = wants_compile(compile, device_type)
 if use_compile and device_type == "cuda" and compile_mode in ("max-autotune", "reduce-overhead") and accum_steps > 1:
     # CUDA graphs replay into the same output memory: a micro step's gradients would be overwritten by the next
     raise configurator.CramError(f"--compile_mode={compile_mode} records CUDA graphs, which lose gradients across"

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from configurator import CramError, require_at_least
+from configurator import CramError, require_at_least, require_one_of
 
 
 @dataclass
@@ -334,6 +334,13 @@ def pick_device(device="auto"):
     return device, device_type
 
 
+def wants_compile(compile, device_type):
+    """--compile: True, False, or None for on with CUDA and off elsewhere (on a CPU it gained nothing
+    measurable and its compile time would eat a short budget)."""
+    require_one_of("compile", compile, (None, True, False))  # --compile=false would be a truthy string
+    return device_type == "cuda" if compile is None else compile
+
+
 def to_device(x, device):
     """A host batch onto the device; on CUDA through pinned memory without blocking, so the copy queues
     behind the running step instead of waiting for it (a plain .to() from pageable memory syncs)."""
@@ -388,18 +395,17 @@ def autocast_dtype(device, dtype="auto"):
     CPU has bf16 matrix units: without them a bf16 matmul runs ~250x slower than fp32, so measure."""
     if dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise CramError(f"--dtype={dtype}: use auto, float32, bfloat16 or float16")
-    if device == "cuda" and dtype == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device != "cpu" or dtype == "float32":
-        return torch.float32 if dtype == "auto" else getattr(torch, dtype)
-    low = torch.bfloat16 if dtype == "auto" else getattr(torch, dtype)
-    speedup = _matmul_flops("cpu", low, 256, 1) / _matmul_flops("cpu", torch.float32, 256, 1)
+    cpu_speedup = lambda low: _matmul_flops("cpu", low, 256, 1) / _matmul_flops("cpu", torch.float32, 256, 1)
     if dtype == "auto":
-        return low if speedup > 0.8 else torch.float32
-    if speedup < 0.25:  # asked for by name: say why it would crawl (float16 here: 3 against 140 GFLOP/s)
+        if device == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if device == "cpu" and cpu_speedup(torch.bfloat16) > 0.8 else torch.float32
+    chosen = getattr(torch, dtype)
+    if device == "cpu" and chosen != torch.float32 and (speedup := cpu_speedup(chosen)) < 0.25:
+        # asked for by name: say why it would crawl (float16 here: 3 against 140 GFLOP/s)
         raise CramError(f"--dtype={dtype}: this CPU runs {dtype} matmuls {1 / speedup:.0f}x slower than float32 "
                         f"(no {dtype} matrix units); use --dtype=auto or float32")
-    return low
+    return chosen
 
 
 def amp_context(device, dtype):

@@ -23,7 +23,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import configurator
 from configurator import CramError, require_at_least
 from model import (Bert, BertConfig, amp_context, autocast_dtype, batch_size_at, grad_scaler, learning_rate_at,
-                   load_checkpoint, mask_tokens, peak_flops, pick_device, save_checkpoint, to_device, train_step)
+                   load_checkpoint, mask_tokens, peak_flops, pick_device, save_checkpoint, to_device, train_step,
+                   wants_compile)
 from prepare import Tokenizer, open_blocks, read_meta
 
 # -----------------------------------------------------------------------------
@@ -78,7 +79,6 @@ config = configurator.configure(globals())
 # -----------------------------------------------------------------------------
 require_at_least(1, micro_batch_size=micro_batch_size, batch_size=batch_size, log_interval=log_interval)
 require_at_least(0, max_steps=max_steps, stop_at_step=stop_at_step, learning_rate=learning_rate)
-configurator.require_one_of("compile", compile, (None, True, False))  # None: on for CUDA, off elsewhere
 configurator.require_folder("out_dir", out_dir)
 if budget_hours <= 0 and max_steps <= 0:
     raise CramError(f"--budget_hours={budget_hours}: give a positive budget (or a step clock with --max_steps)")
@@ -100,7 +100,7 @@ master = rank == 0
 ptdtype = autocast_dtype(device_type, dtype)
 amp_ctx = amp_context(device_type, ptdtype)
 scaler = grad_scaler(device_type, ptdtype)
-use_compile = device_type == "cuda" if compile is None else compile
+use_compile = wants_compile(compile, device_type)
 if device_type == "cuda":
     torch.backends.cuda.matmul.allow_tf32 = True  # fp32 leftovers (e.g. the loss) on tensor cores
     torch.backends.cudnn.allow_tf32 = True
@@ -351,7 +351,8 @@ while True:
     step += 1
     tokens_seen += current_batch * block_size
 
-    if step % log_interval == 0 or step == max_steps:  # a step clock's last step is always logged
+    log_now = step % log_interval == 0 or step == max_steps  # a step clock's last step is always logged
+    if log_now:
         # fp16's GradScaler legitimately skips ~16 steps in a row while it calibrates down from 2^16
         if skipped_worst.item() >= max_nonfinite_in_a_row + 16 * scaler.is_enabled():  # all ranks check, all stop
             raise CramError(f"{int(skipped_worst.item())} steps in a row had a non-finite loss (last at step {step}); "
@@ -375,11 +376,10 @@ while True:
             if ddp:
                 record["rank_spread"] = rank_spread
             log(record)
-            t_last_log, tokens_last_log, excluded_last_log, data_wait_s = now, tokens_seen, excluded_s, 0.0
-    elif step == first_step + 1:
-        # the first step compiles (tens of seconds on a GPU): it counts against the budget, but the first
-        # logged tokens/s and MFU should say how fast training runs, so their interval starts after it (one
-        # sync; with --log_interval=1 the first record is that step alone, compilation included)
+    if log_now or step == first_step + 1:
+        # a new interval for tokens/s; the first starts after the first step, which compiles (tens of seconds on
+        # a GPU): that counts against the budget, but the logged tokens/s and MFU should say how fast training
+        # runs (one sync, once; with --log_interval=1 the first record is that step alone, compilation included)
         t_last_log, tokens_last_log, excluded_last_log, data_wait_s = pause_clock(), tokens_seen, excluded_s, 0.0
     if time.monotonic() - t_last_ckpt > checkpoint_minutes * 60:
         t0 = pause_clock()
