@@ -1,6 +1,6 @@
 """
 Benchmark the real training step of train.py (same model, masking, optimizer, precision, compile and
-train_step from model.py) and print throughput, MFU, memory and where the time goes.
+runtime.train_step) and print throughput, MFU, memory and where the time goes.
 
     python bench.py                                     # the paper's 16 x 768 model, random tokens
     python bench.py --n_layer=4 --n_embd=256 --n_head=4 --n_inner=1024 --micro_batch_size=16
@@ -16,9 +16,12 @@ import numpy as np
 import torch
 
 import configurator
-from model import (Bert, BertConfig, amp_context, autocast_dtype, grad_scaler, is_out_of_memory, mask_tokens,
-                   peak_flops, pick_device, to_device, train_step, wants_compile)
-from prepare import Tokenizer, open_blocks, read_meta
+from configurator import CramError
+from model import Bert, configure_optimizer, mask_tokens
+from prepare import Tokenizer, open_blocks, read_meta, read_token_counts
+from runtime import (amp_context, autocast_dtype, bert_config, dtype_name, grad_scaler,
+                     is_out_of_memory, peak_flops, pick_device, synchronize, to_device, train_step,
+                     wants_compile)
 
 # -----------------------------------------------------------------------------
 data_dir = ""  # a prepare.py folder for real blocks; empty = random tokens
@@ -29,6 +32,7 @@ n_inner = 3072
 block_size = 128
 vocab_size = 50304
 mask_fraction = 0.25
+decoder_bias = False
 micro_batch_size = 128
 accum_steps = 1  # micro batches per optimizer step
 learning_rate = 1e-3
@@ -41,26 +45,28 @@ steps = 10  # timed optimizer steps
 device = "auto"
 dtype = "auto"
 compile = None  # None: on for CUDA, off elsewhere
-compile_mode = "default"  # or "max-autotune" (CUDA graphs and autotuned kernels), "max-autotune-no-cudagraphs"
-find_max_micro_batch = False  # CUDA: double the micro batch until it no longer fits, print the largest
+# or max-autotune (CUDA graphs and autotuned kernels), max-autotune-no-cudagraphs
+compile_mode = "default"
+find_max_micro_batch = False  # CUDA: double the micro batch while it fits, print the largest
 profile = False  # write a torch profiler trace and print the ten costliest ops
 trace_file = "bench_trace.json"  # where --profile writes the trace (open in ui.perfetto.dev)
 peak_flops_per_sec = 0.0
 seed = 1337
 config = configurator.configure(globals())
 # -----------------------------------------------------------------------------
-configurator.require_at_least(1, micro_batch_size=micro_batch_size, accum_steps=accum_steps, steps=steps,
-                              warmup_steps=warmup_steps)
+configurator.require_at_least(1, micro_batch_size=micro_batch_size, accum_steps=accum_steps,
+                              steps=steps, warmup_steps=warmup_steps)
 
 device, device_type = pick_device(device)
 ptdtype = autocast_dtype(device_type, dtype)
 amp_ctx = amp_context(device_type, ptdtype)
 use_compile = wants_compile(compile, device_type)
-if use_compile and device_type == "cuda" and compile_mode in ("max-autotune", "reduce-overhead") and accum_steps > 1:
-    # CUDA graphs replay into the same output memory: a micro step's gradients would be overwritten by the next
-    raise configurator.CramError(f"--compile_mode={compile_mode} records CUDA graphs, which lose gradients across"
-                                 f" --accum_steps={accum_steps}: use --accum_steps=1 or"
-                                 f" --compile_mode=max-autotune-no-cudagraphs")
+cuda_graphs = compile_mode in ("max-autotune", "reduce-overhead")
+if use_compile and device_type == "cuda" and cuda_graphs and accum_steps > 1:
+    # CUDA graphs replay into the same output memory: the next micro step overwrites the gradients
+    raise CramError(f"--compile_mode={compile_mode} records CUDA graphs, which lose gradients "
+                    f"across --accum_steps={accum_steps}: use --accum_steps=1 or "
+                    f"--compile_mode=max-autotune-no-cudagraphs")
 if device_type == "cuda":
     torch.backends.cuda.matmul.allow_tf32 = True
 torch.manual_seed(seed)
@@ -69,20 +75,24 @@ if data_dir:
     tok = Tokenizer.from_meta(meta)
     block_size, vocab_size = meta["block_size"], meta["vocab_size"]
     blocks = open_blocks(data_dir, "train", block_size)
+    seen = torch.from_numpy(read_token_counts(data_dir, vocab_size) > 0)
 else:
     tok = Tokenizer()
     n_ids = tok.n_bpe + len(tok.SPECIALS)
     if vocab_size < n_ids:  # random tokens and [MASK] use the tokenizer's ids
-        raise configurator.CramError(f"--vocab_size={vocab_size}: the {tok.name} tokenizer's ids run to {n_ids - 1};"
-                                     f" use at least {n_ids} (the default {tok.vocab_size} is that padded to a"
-                                     f" multiple of 64)")
-cfg = BertConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
-                 n_inner=n_inner, mask_fraction=mask_fraction)
+        raise CramError(f"--vocab_size={vocab_size}: the {tok.name} tokenizer's ids run to "
+                        f"{n_ids - 1}; use at least {n_ids} (the default {tok.vocab_size} is that "
+                        f"padded to a multiple of 64)")
+model_config = bert_config(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer,
+                           n_head=n_head, n_embd=n_embd, n_inner=n_inner,
+                           mask_fraction=mask_fraction, decoder_bias=decoder_bias)
 
 
 def build(micro_batch):
-    model = Bert(cfg).to(device)
-    optimizer = model.configure_optimizers(weight_decay, learning_rate, betas, eps, device_type)
+    model = Bert(model_config).to(device)
+    if data_dir:  # as train.py: ids train.bin never has are not decoded
+        model.decodable.copy_(seen)
+    optimizer = configure_optimizer(model, weight_decay, learning_rate, betas, eps, device_type)
     scaler = grad_scaler(device_type, ptdtype)
     compiled = torch.compile(model, mode=compile_mode, dynamic=False) if use_compile else model
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -105,17 +115,13 @@ def build(micro_batch):
     return model, step, state
 
 
-def sync():
-    if device_type == "cuda":
-        torch.cuda.synchronize()
-
-
 if find_max_micro_batch and device_type == "cuda":
     size, largest = micro_batch_size, 0
     while size <= 8192:
         try:
             model, step, _ = build(size)
-            for _ in range(3):  # AdamW's state appears after step 1 and CUDA graphs record on step 2
+            # AdamW's state appears after step 1 and CUDA graphs record on step 2
+            for _ in range(3):
                 loss = step()[0]
             loss.item()
             largest = size
@@ -127,25 +133,29 @@ if find_max_micro_batch and device_type == "cuda":
         finally:
             model = step = loss = None
             gc.collect()
-            torch._dynamo.reset()  # this size's graphs and CUDA-graph pools, else they hold memory and get reused
+            # this size's graphs and CUDA-graph pools, else they hold memory and get reused
+            torch._dynamo.reset()
             torch.cuda.empty_cache()
     print(f"largest micro batch that fits (powers of two from {micro_batch_size}): {largest}")
 
 model, step, state = build(micro_batch_size)
-peak, peak_source = (peak_flops_per_sec, "setting") if peak_flops_per_sec else peak_flops(device_type, ptdtype)
-print(f"{model.num_params():,} parameters; {cfg}; device {device}, {str(ptdtype).split('.')[-1]}, "
+if peak_flops_per_sec:
+    peak, peak_source = peak_flops_per_sec, "setting"
+else:
+    peak, peak_source = peak_flops(device_type, ptdtype)
+print(f"{model.num_params():,} parameters; {model_config}; device {device}, {dtype_name(ptdtype)}, "
       f"compile {use_compile} ({compile_mode})")
 
 t0 = time.perf_counter()
 step()[0].item()  # the first step compiles
-sync()
+synchronize(device_type)
 first_step_s = time.perf_counter() - t0
 # the paper's model on a CPU takes about a minute a step: say what is coming
-print(f"first step {first_step_s:.1f}s (compilation included); {warmup_steps - 1} more warm-up and {steps} timed "
-      f"steps follow", flush=True)
+print(f"first step {first_step_s:.1f}s (compilation included); {warmup_steps - 1} more warm-up "
+      f"and {steps} timed steps follow", flush=True)
 for _ in range(warmup_steps - 1):
     step()
-sync()
+synchronize(device_type)
 if device_type == "cuda":
     torch.cuda.reset_peak_memory_stats()
 state["wait_s"] = 0.0
@@ -153,18 +163,20 @@ t0 = time.perf_counter()
 for _ in range(steps):
     loss, _ = step()
 loss = loss.item()  # the only sync: the timed steps run back to back as in train.py
-sync()
+synchronize(device_type)
 dt = time.perf_counter() - t0
 
 if "measured" in peak_source:
-    # a neighbour on a shared CPU can slow the whole start-up measurement (one run printed MFU 121%):
-    # measure again now and keep the faster, so MFU errs low
-    peak, peak_source = max(peak, peak_flops(device_type, ptdtype)[0]), peak_source + ", best of before and after"
+    # a neighbour on a shared CPU can slow the whole start-up measurement (MFU would read over
+    # 100%): measure again now and keep the faster, so that MFU errs low
+    peak = max(peak, peak_flops(device_type, ptdtype)[0])
+    peak_source += ", best of before and after"
 print(f"peak {peak:.4g} FLOP/s ({peak_source})")
 tokens = steps * accum_steps * micro_batch_size * block_size
 tokens_per_sec = tokens / dt
+mfu = model.estimate_mfu(tokens_per_sec, peak)
 print(f"tokens/s {tokens_per_sec:,.0f} | sequences/s {tokens_per_sec / block_size:,.1f} | "
-      f"ms/step {1000 * dt / steps:.1f} | MFU {100 * model.estimate_mfu(tokens_per_sec, peak):.1f}% | "
+      f"ms/step {1000 * dt / steps:.1f} | MFU {100 * mfu:.1f}% | "
       f"FLOPs/token {model.flops_per_token():.4g} | compile+first step {first_step_s:.1f}s | "
       f"data wait {100 * state['wait_s'] / dt:.1f}% | loss {loss:.3f}")
 if device_type == "cuda":
@@ -176,7 +188,7 @@ if profile:
     with torch_profile(activities=activities) as prof:
         for _ in range(3):
             step()
-        sync()
+        synchronize(device_type)
     prof.export_chrome_trace(trace_file)
     sort_by = "self_cuda_time_total" if device_type == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=sort_by, row_limit=10))

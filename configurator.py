@@ -8,9 +8,11 @@ assigns overrides the script's default; --key=value overrides one setting, the v
 Python literal (True, 3e-4, (0.9, 0.98)) or else kept as a plain string. Unknown keys and values of
 the wrong type are refused with a one-line error, because a silently ignored typo ruins a day of
 compute. Unlike nanoGPT, a setting whose default is None takes any value. --help (or -h) prints the
-script's usage and every setting with its default and comment, then exits.
+script's usage and every setting with its default and comment, then exits. A CramError raised by the
+script afterwards is printed as its one line, without a traceback, with exit status 1.
 """
 import ast
+import contextlib
 import difflib
 import os
 import sys
@@ -18,8 +20,34 @@ import sys
 SETTING_TYPES = (bool, int, float, str, tuple, list, type(None))
 
 
-class CramError(SystemExit):
-    """A user-facing error: Python prints the one-line message without a traceback and exits 1."""
+class CramError(Exception):
+    """A user-facing error: what was wrong and how to fix it, in one line. The scripts print it
+    without a traceback and exit 1 (configure() arranges that); code that imports them can catch it
+    like any exception."""
+
+
+def _one_line_errors(kind, error, tb):
+    if issubclass(kind, CramError):
+        print(error, file=sys.stderr)
+    else:
+        sys.__excepthook__(kind, error, tb)
+
+
+@contextlib.contextmanager
+def overridden(scope, **overrides):
+    """Run a script's functions in-process with some settings changed, as --key=value would change
+    them, and put the defaults back afterwards (tests and notebooks call the scripts this way)."""
+    keys = settings_of(scope)
+    saved = {k: scope[k] for k in keys}
+    try:
+        for key, value in overrides.items():
+            if key not in keys:
+                raise CramError(f"unknown setting '{key}'; known settings: "
+                                f"{', '.join(sorted(keys))}")
+            scope[key] = _coerce(key, value, scope[key], "override")
+        yield
+    finally:
+        scope.update(saved)
 
 
 def require_at_least(minimum, **settings):
@@ -27,12 +55,6 @@ def require_at_least(minimum, **settings):
     for key, value in settings.items():
         if value < minimum:
             raise CramError(f"--{key}={value}: must be at least {minimum}")
-
-
-def require_one_of(key, value, choices):
-    """Refuse a --key=value outside choices: e.g. --compile=false, which a None default would take as a string."""
-    if value not in choices:
-        raise CramError(f"--{key}={value!r}: use one of {', '.join(map(repr, choices))}")
 
 
 def require_folder(key, path):
@@ -51,7 +73,8 @@ def _coerce(key, value, default, source):
         return value
     if type(default) is float and type(value) is int:
         return float(value)
-    if type(default) in (tuple, list) and type(value) in (tuple, list):  # --betas=0.9,0.98 parses as a tuple
+    # --betas=0.9,0.98 parses as a tuple
+    if type(default) in (tuple, list) and type(value) in (tuple, list):
         return type(default)(value)
     raise CramError(f"{source}: {key} must be a {type(default).__name__} like its default "
                     f"{default!r}, got {value!r} ({type(value).__name__})")
@@ -81,7 +104,10 @@ def _print_help(scope, keys):
 
 
 def configure(scope, args=None):
-    """Apply config files and --key=value args onto `scope` (a script's globals()); return the settings."""
+    """Apply config files and --key=value args onto `scope` (a script's globals()); return the
+    settings.
+    From here on a CramError ends the script with its one-line message and exit status 1."""
+    sys.excepthook = _one_line_errors
     keys = settings_of(scope)
     args = sys.argv[1:] if args is None else args
     if "--help" in args or "-h" in args:
@@ -95,7 +121,8 @@ def configure(scope, args=None):
             pairs = [(key, _parse(raw, scope.get(key)))]
         else:
             if not os.path.isfile(arg):
-                raise CramError(f"config file {arg} not found: pass a path such as config/cram_cpu.py, or --key=value")
+                raise CramError(f"config file {arg} not found: pass a path such as "
+                                f"config/cram_cpu.py, or --key=value")
             file_scope = {}
             try:
                 with open(arg) as f:
@@ -106,7 +133,10 @@ def configure(scope, args=None):
         for key, value in pairs:
             if key not in keys:
                 close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
-                hint = f"; did you mean {', '.join(close)}?" if close else f"; known settings: {', '.join(sorted(keys))}"
+                if close:
+                    hint = f"; did you mean {', '.join(close)}?"
+                else:
+                    hint = f"; known settings: {', '.join(sorted(keys))}"
                 raise CramError(f"{arg}: unknown setting '{key}'{hint}")
             scope[key] = _coerce(key, value, scope[key], arg)
             print(f"override: {key} = {scope[key]!r}  ({arg})")

@@ -2,20 +2,23 @@
 Prepare a pretraining corpus: any English text -> memmapped uint16 blocks of block_size tokens.
 
     python prepare.py                                        # English Wikipedia from the HF hub
+    python prepare.py --dataset=../shared/wikipedia --out_dir=data/wikipedia
     python prepare.py --dataset=../shared/text --out_dir=data/local --split_paragraphs=True
     python prepare.py --dataset=wikimedia/wikipedia:20231101.en,HuggingFaceFW/fineweb-edu:sample-10BT
 
---dataset takes comma-separated sources, interleaved document by document: Hugging Face hub datasets
-as name[:config] (streamed, nothing is downloaded up front; `HuggingFaceFW/fineweb-edu:sample-10BT` is
-a larger, cleaner alternative to the default Wikipedia, the paper's corpus being Wikipedia + BookCorpus)
-and local .txt files (one document each), .jsonl/.json/.parquet files with a text column, folders
-(searched recursively) and globs. Documents are cleaned (NFC, whitespace collapsed), filtered as in the
-paper (too short, too many tokens per character, exact duplicates), split into train/val by document,
-joined with [SEP], cut into blocks that each start with [CLS] (as BERT's do: fine-tuning classifies from
-that position, so pretraining must have shown it) and written as out_dir/{train,val}.bin plus meta.json
-(written last: a folder with meta.json is complete).
+--dataset takes comma-separated sources, interleaved document by document: Hugging Face hub
+datasets as name[:config] (streamed, nothing is downloaded up front;
+`HuggingFaceFW/fineweb-edu:sample-10BT` is a larger, cleaner alternative to the default Wikipedia,
+the paper's corpus being Wikipedia + BookCorpus) and local .txt files (one document each),
+.jsonl/.json/.parquet files with a text column, folders (searched recursively) and globs. Documents
+are cleaned (NFC, whitespace collapsed), filtered as in the paper (too short, too many tokens per
+character, exact duplicates), split into train/val by document, joined with [SEP], cut into blocks
+that each start with [CLS] (as BERT's do: fine-tuning classifies from that position, so pretraining
+must have shown it) and written as out_dir/{train,val}.bin, token_counts.npy (how often each id
+occurs in train.bin) and meta.json (written last: a folder with meta.json is complete).
 
-Also home of the one tokenizer helper that train.py and finetune_glue.py import.
+Also home of the one tokenizer helper and the readers of a prepared folder that train.py, bench.py,
+finetune_glue.py and fill_mask.py import.
 """
 import collections
 import glob
@@ -28,12 +31,37 @@ import sys
 import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
-from types import SimpleNamespace
 
 import numpy as np
 
 import configurator
 from configurator import CramError
+
+# -----------------------------------------------------------------------------
+# settings, overridden by `python prepare.py [config.py] --key=value` (see configurator.py)
+dataset = "wikimedia/wikipedia:20231101.en"  # comma-separated hub name[:config], files, folders
+out_dir = "data/wikipedia"
+text_column = "text"  # the text's column in hub datasets and .jsonl/.json/.parquet files
+split_paragraphs = False  # .txt files: each blank-line separated paragraph is a document
+tokenizer = "gpt2"
+block_size = 128
+max_tokens = 0  # stop after this many tokens are kept (0 = no cap)
+min_chars = 50  # shorter documents (after cleaning) go: headings, page numbers, one-word lines
+# gpt2 gives 0.22-0.27 tokens/char on whole books and Wikipedia-like prose, up to ~0.33 on
+# quote-heavy dialogue paragraphs; tables, JSON, URLs and encoded blobs give 0.34-0.76
+max_tokens_per_char = 0.33  # documents above it go (0 = no filter)
+val_fraction = 0.005
+max_val_blocks = 2000
+order = "shuffle"  # shuffle | sorted (most '.' first: the paper's curriculum) | none (as read)
+seed = 1337
+num_proc = os.cpu_count() or 1  # tokenizer threads: tiktoken releases the GIL
+force = False  # replace an existing prepared out_dir
+# -----------------------------------------------------------------------------
+_SETTINGS = configurator.settings_of(dict(globals()))
+_EXTS = (".txt", ".jsonl", ".json", ".parquet")
+_PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n")
+_SHORT, _FILTERED = -1, -2  # record kinds besides a kept document's digest
+_OUTPUTS = ("train.bin", "val.bin", "token_counts.npy", "meta.json")
 
 
 # -----------------------------------------------------------------------------
@@ -47,16 +75,17 @@ class Tokenizer:
         try:
             self.enc = tiktoken.get_encoding(name)
         except ValueError as e:  # an encoding name tiktoken does not know
-            raise CramError(f"tokenizer: unknown tiktoken encoding '{name}' ({e})")
-        except Exception as e:  # first use downloads the BPE files; offline that fails deep in requests
-            raise CramError(f"tokenizer: could not load tiktoken encoding '{name}' ({type(e).__name__}): with no network, "
-                            f"point TIKTOKEN_CACHE_DIR at a folder holding its cached BPE files, "
-                            f"e.g. export TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache")
+            raise CramError(f"tokenizer: unknown tiktoken encoding '{name}' ({e})") from None
+        except Exception as e:  # first use downloads the BPE files; offline that fails in requests
+            raise CramError(f"tokenizer: could not load tiktoken encoding '{name}' "
+                            f"({type(e).__name__}): with no network, point TIKTOKEN_CACHE_DIR at a "
+                            f"folder holding its cached BPE files, e.g. "
+                            f"export TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache") from None
         self.name = name
         self.n_bpe = self.enc.n_vocab  # 50257 for gpt2
         self.special_ids = {tok: self.n_bpe + i for i, tok in enumerate(self.SPECIALS)}
         self.cls_id, self.sep_id, self.mask_id, self.pad_id = self.special_ids.values()
-        # the model's embedding is padded to a multiple of 64 (50304): faster matmuls, unused rows never seen
+        # the model's embedding is padded to a multiple of 64 (50304): faster matmuls
         self.vocab_size = -(-(self.n_bpe + len(self.SPECIALS)) // 64) * 64
 
     def encode(self, text):
@@ -83,71 +112,63 @@ class Tokenizer:
     def from_meta(cls, meta, source="meta.json"):
         """The tokenizer a prepared folder or checkpoint was made with, checked id for id."""
         tok = cls(meta.get("tokenizer", "gpt2"))
-        mine = tok.meta()
+        expected = tok.meta()
         for key in ("vocab_size", "bpe_vocab_size", "special_ids"):
-            if key in meta and meta[key] != mine[key]:
-                raise CramError(f"{source}: {key} is {meta[key]} but tokenizer '{tok.name}' gives {mine[key]}; "
-                                f"re-run prepare.py with this version of cram")
+            if key in meta and meta[key] != expected[key]:
+                raise CramError(f"{source}: {key} is {meta[key]} but tokenizer '{tok.name}' gives "
+                                f"{expected[key]}; re-run prepare.py with this version of cram")
         return tok
 
 
 # -----------------------------------------------------------------------------
-# reading a prepared folder: the one place that knows the format, for train.py and bench.py
+# reading a prepared folder: the one place that knows the format
 
 def read_meta(data_dir):
     path = os.path.join(data_dir, "meta.json")
     if not os.path.isfile(path):
-        raise CramError(f"{path} not found: prepare the data first, e.g. python prepare.py --out_dir={data_dir}")
+        raise CramError(f"{path} not found: prepare the data first, e.g. python prepare.py "
+                        f"--out_dir={data_dir}")
     try:
         with open(path) as f:
             meta = json.load(f)
     except json.JSONDecodeError as e:
-        raise CramError(f"{path} is not valid JSON ({e}): prepare the folder again with --force=True")
+        raise CramError(f"{path} is not valid JSON ({e}): prepare the folder again with "
+                        f"--force=True") from None
     if meta.get("block_prefix") != "[CLS]":
-        raise CramError(f"{path}: prepared by an older prepare.py, whose blocks do not start with [CLS]: "
-                        f"re-run prepare.py with --force=True for {data_dir}")
+        raise CramError(f"{path}: prepared by an older prepare.py, whose blocks do not start with "
+                        f"[CLS]: re-run prepare.py with --force=True for {data_dir}")
     return meta
 
 
 def open_blocks(data_dir, split, block_size):
-    """A split's blocks as a read-only (n, block_size) uint16 memmap, checked for a whole number of blocks."""
+    """A split's blocks as a read-only (n, block_size) uint16 memmap, checked for whole blocks."""
     path = os.path.join(data_dir, f"{split}.bin")
     if not os.path.isfile(path):
-        raise CramError(f"{path} not found: run prepare.py again for {data_dir} (an interrupted run leaves no {split}.bin)")
+        raise CramError(f"{path} not found: run prepare.py again for {data_dir} (an interrupted "
+                        f"run leaves no {split}.bin)")
     size = os.path.getsize(path)
     if size % (2 * block_size):
-        raise CramError(f"{path}: {size} bytes is not a whole number of {block_size}-token uint16 blocks; "
-                        f"the file is truncated or from another prepare run: re-run prepare.py")
+        raise CramError(f"{path}: {size} bytes is not a whole number of {block_size}-token uint16 "
+                        f"blocks; the file is truncated or from another prepare run: re-run "
+                        f"prepare.py")
     if size == 0:
         return np.zeros((0, block_size), dtype=np.uint16)  # np.memmap refuses empty files
     return np.memmap(path, dtype=np.uint16, mode="r").reshape(-1, block_size)
 
 
-# -----------------------------------------------------------------------------
-# settings, overridden by `python prepare.py [config.py] --key=value` (see configurator.py)
-
-dataset = "wikimedia/wikipedia:20231101.en"  # comma-separated hub name[:config], files, folders, globs
-out_dir = "data/wikipedia"
-text_column = "text"  # the column holding the text in hub datasets and .jsonl/.json/.parquet files
-split_paragraphs = False  # .txt files: each blank-line separated paragraph is a document
-tokenizer = "gpt2"
-block_size = 128
-max_tokens = 0  # stop after this many tokens are kept (0 = no cap)
-min_chars = 50  # shorter documents (after cleaning) are dropped: headings, page numbers, one-word lines
-# gpt2 gives 0.22-0.27 tokens/char on whole books and Wikipedia-like prose, up to ~0.33 on quote-heavy
-# dialogue paragraphs; tables, JSON, URLs and encoded blobs give 0.34-0.76 (0 = no filter)
-max_tokens_per_char = 0.33
-val_fraction = 0.005
-max_val_blocks = 2000
-order = "shuffle"  # shuffle | sorted (most '.' tokens first: the paper's curriculum) | none (document order)
-seed = 1337
-num_proc = os.cpu_count() or 1  # tokenizer threads: tiktoken releases the GIL
-force = False  # replace an existing prepared out_dir
-
-_SETTINGS = configurator.settings_of(dict(globals()))
-_EXTS = (".txt", ".jsonl", ".json", ".parquet")
-_PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n")
-_SHORT, _FILTERED = -1, -2  # record kinds besides a kept document's digest
+def read_token_counts(data_dir, vocab_size):
+    """How often each token id occurs in train.bin; the ids that never do are left out of the MLM
+    softmax."""
+    path = os.path.join(data_dir, "token_counts.npy")
+    try:
+        counts = np.load(path)
+    except (OSError, ValueError) as e:
+        raise CramError(f"{path} is missing or unreadable ({type(e).__name__}): prepare the folder "
+                        f"again with python prepare.py --force=True --out_dir={data_dir}") from None
+    if counts.shape != (vocab_size,):
+        raise CramError(f"{path} holds {counts.shape} counts, not one per token id ({vocab_size}): "
+                        f"prepare the folder again with --force=True")
+    return counts
 
 
 # -----------------------------------------------------------------------------
@@ -155,20 +176,24 @@ _SHORT, _FILTERED = -1, -2  # record kinds besides a kept document's digest
 
 def _local_files(item):
     path = os.path.expanduser(item)
+    extensions = "/".join(_EXTS)
     if any(c in path for c in "*?["):
         files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
         if not files:
             raise CramError(f"--dataset: the glob {item} matches no file")
     elif os.path.isdir(path):
-        files = sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
-        if not (files := [f for f in files if f.lower().endswith(_EXTS)]):
-            raise CramError(f"--dataset: no {'/'.join(_EXTS)} file under the folder {item}")
+        files = sorted(os.path.join(d, f) for d, _, names in os.walk(path) for f in names)
+        files = [f for f in files if f.lower().endswith(_EXTS)]
+        if not files:
+            raise CramError(f"--dataset: no {extensions} file under the folder {item}")
     elif os.path.isfile(path):
         files = [path]
     else:
         raise CramError(f"--dataset: {item} does not exist: pass an existing file, folder or glob")
-    if bad := [f for f in files if not f.lower().endswith(_EXTS)]:
-        raise CramError(f"--dataset: {bad[0]} is not a {'/'.join(_EXTS)} file: pass only text files or their folder")
+    bad = [f for f in files if not f.lower().endswith(_EXTS)]
+    if bad:
+        raise CramError(f"--dataset: {bad[0]} is not a {extensions} file: pass only text files or "
+                        f"their folder")
     return files
 
 
@@ -176,23 +201,29 @@ def _texts(rows, column, where):
     """The text column of a stream of rows, checked on the first row."""
     for i, row in enumerate(rows):
         if i == 0 and column not in row:
-            raise CramError(f"{where}: no column '{column}' (it has: {', '.join(row)}); pass --text_column=NAME")
+            raise CramError(f"{where}: no column '{column}' (it has: {', '.join(row)}); "
+                            f"pass --text_column=NAME")
         text = row[column]
-        yield text if isinstance(text, str) else "" if text is None else str(text)
+        if text is None:
+            yield ""
+        else:
+            yield text if isinstance(text, str) else str(text)
 
 
 def _iter_files(files, column, split_paragraphs, counts):
     for path in files:
         counts["files"] += 1
         if not path.lower().endswith(".txt"):
-            if os.path.getsize(path) == 0:  # no rows (datasets fails on an empty .jsonl with StopIteration)
+            if os.path.getsize(path) == 0:  # no rows (datasets fails on it with StopIteration)
                 continue
             from datasets import load_dataset  # imported only when needed: it takes a second
             builder = "parquet" if path.lower().endswith(".parquet") else "json"
             try:
-                yield from _texts(load_dataset(builder, data_files=path, split="train", streaming=True), column, path)
+                rows = load_dataset(builder, data_files=path, split="train", streaming=True)
+                yield from _texts(rows, column, path)
             except Exception as e:  # malformed JSON, a truncated parquet file
-                raise CramError(f"{path}: could not read it as {builder} ({type(e).__name__}: {str(e)[:200]})")
+                raise CramError(f"{path}: could not read it as {builder} "
+                                f"({type(e).__name__}: {str(e)[:200]})") from None
             continue
         with open(path, "rb") as f:
             data = f.read()
@@ -202,38 +233,54 @@ def _iter_files(files, column, split_paragraphs, counts):
             text = data.decode("utf-8", errors="replace")
             counts["replaced_chars"] += text.count("\ufffd")
         text = text.removeprefix("\ufeff")
-        yield from (p for p in _PARAGRAPH.split(text) if p and not p.isspace()) if split_paragraphs else (text,)
+        if split_paragraphs:
+            yield from (p for p in _PARAGRAPH.split(text) if p and not p.isspace())
+        else:
+            yield text
 
 
 def _iter_hub(item, column):
-    """Streamed, so work starts at once and nothing huge is downloaded first; opened eagerly to fail early."""
+    """Streamed, so work starts at once and nothing huge is downloaded first; opened eagerly so that
+    a bad name fails early."""
     name, _, config = item.partition(":")
-    hint = (f"pass local files instead, e.g. --dataset=path/to/*.txt or a folder of {'/'.join(_EXTS)} files "
-            f"(offline, HF_DATASETS_OFFLINE=1, only datasets already in the HF cache load)")
+    hint = (f"pass local files instead, e.g. --dataset=path/to/*.txt or a folder of "
+            f"{'/'.join(_EXTS)} files (offline, HF_DATASETS_OFFLINE=1, only datasets already in "
+            f"the HF cache load)")
     try:
         from datasets import load_dataset
         ds = load_dataset(name, config or None, split="train", streaming=True)
     except Exception as e:
-        raise CramError(f"--dataset: {item} is no local path and the Hugging Face hub could not load it "
-                        f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); {hint}")
+        first_line = str(e).splitlines()[0][:200] if str(e) else ""
+        raise CramError(f"--dataset: {item} is no local path and the Hugging Face hub could not "
+                        f"load it ({type(e).__name__}: {first_line}); {hint}") from None
 
     def gen():
         try:
             yield from _texts(ds, column, f"--dataset={item}")
         except Exception as e:  # a connection lost mid-stream
-            raise CramError(f"--dataset: reading {item} from the hub failed ({type(e).__name__}: {e}); {hint}")
+            raise CramError(f"--dataset: reading {item} from the hub failed "
+                            f"({type(e).__name__}: {e}); {hint}") from None
     return gen()
 
 
+def _is_local(item):
+    globbed = any(ch in item for ch in "*?[")
+    return os.path.exists(item) or globbed or item.startswith((".", "/", "~")) or \
+        item.lower().endswith(_EXTS)
+
+
 def _sources(spec, column, split_paragraphs, counts):
-    """Every source opened up front, so a typo fails before any work; documents interleaved round-robin."""
+    """Every source opened up front, so a typo fails before any work; documents interleaved
+    round-robin."""
     iters = []
     for item in filter(None, (s.strip() for s in spec.split(","))):
-        local = os.path.exists(item) or any(ch in item for ch in "*?[") or item.startswith((".", "/", "~")) \
-            or item.lower().endswith(_EXTS)
-        iters.append(_iter_files(_local_files(item), column, split_paragraphs, counts) if local else _iter_hub(item, column))
+        if _is_local(item):
+            iters.append(_iter_files(_local_files(item), column, split_paragraphs, counts))
+        else:
+            iters.append(_iter_hub(item, column))
     if not iters:
-        raise CramError("--dataset is empty: pass a hub name such as wikimedia/wikipedia:20231101.en or local files")
+        raise CramError("--dataset is empty: pass a hub name such as "
+                        "wikimedia/wikipedia:20231101.en or local files")
 
     def roundrobin():
         while iters:
@@ -248,23 +295,24 @@ def _sources(spec, column, split_paragraphs, counts):
 # -----------------------------------------------------------------------------
 # the work on one chunk of raw documents, in a worker thread
 
-def _process(tok, docs, c):
-    """Clean, measure and tokenize; returns (records, tokens, bytes, chars): a record is (kind, n_tokens, chars)."""
+def _process(tok, docs):
+    """Clean, measure and tokenize; returns (records, tokens, bytes, chars), where a record is
+    (kind, n_tokens, chars)."""
     records, tokens, nbytes, nchars = [], [], 0, 0
     for doc in docs:
         nbytes += len(doc.encode("utf-8"))
         # hard-wrapped lines and indentation would otherwise cost tokens that carry nothing
         doc = " ".join(unicodedata.normalize("NFC", doc).split())
         nchars += len(doc)
-        if len(doc) < max(c.min_chars, 1):
+        if len(doc) < max(min_chars, 1):
             records.append((_SHORT, 0, len(doc)))
             continue
         ids = tok.encode(doc)
-        if c.max_tokens_per_char and len(ids) > c.max_tokens_per_char * len(doc):
+        if max_tokens_per_char and len(ids) > max_tokens_per_char * len(doc):
             records.append((_FILTERED, 0, len(doc)))
             continue
-        digest = int.from_bytes(hashlib.blake2b(doc.encode("utf-8"), digest_size=8).digest(), "little")
-        records.append((digest, len(ids), len(doc)))
+        digest = hashlib.blake2b(doc.encode("utf-8"), digest_size=8).digest()
+        records.append((int.from_bytes(digest, "little"), len(ids), len(doc)))
         tokens.extend(ids)
     return records, np.array(tokens, dtype=np.uint16), nbytes, nchars
 
@@ -285,12 +333,17 @@ def _chunks(docs, max_chars=1 << 18, max_docs=4096):
 # packing and ordering
 
 class _Packer:
-    """Documents joined by [SEP] into a flat uint16 file of whole blocks, each [CLS] + block_size - 1 tokens of the
-    stream (a document may go on in the next block); a trailing partial block is dropped."""
+    """Documents joined by [SEP] into a flat uint16 file of whole blocks, each [CLS] +
+    block_size - 1 tokens of the stream (a document may go on in the next block); a trailing
+    partial block is dropped."""
 
     def __init__(self, path, block_size, sep_id, cls_id, max_blocks=None):
-        self.f, self.bs, self.body, self.max_blocks = open(path, "wb"), block_size, block_size - 1, max_blocks
-        self.sep, self.cls_id = np.array([sep_id], dtype=np.uint16), cls_id
+        self.f = open(path, "wb")
+        self.block_size = block_size
+        self.body = block_size - 1
+        self.max_blocks = max_blocks
+        self.sep = np.array([sep_id], dtype=np.uint16)
+        self.cls_id = cls_id
         self.parts, self.pending, self.blocks, self.docs = [], 0, 0, 0
         self.counts = np.zeros(1 << 16, dtype=np.int64)  # token histogram of what was written
 
@@ -317,12 +370,14 @@ class _Packer:
         n = len(buf) // self.body
         if self.max_blocks is not None:
             n = min(n, self.max_blocks - self.blocks)
-        blocks = np.empty((n, self.bs), dtype=np.uint16)
-        blocks[:, 0], blocks[:, 1:] = self.cls_id, buf[:n * self.body].reshape(n, self.body)
+        blocks = np.empty((n, self.block_size), dtype=np.uint16)
+        blocks[:, 0] = self.cls_id
+        blocks[:, 1:] = buf[:n * self.body].reshape(n, self.body)
         blocks.tofile(self.f)
         self.counts += np.bincount(blocks.ravel(), minlength=1 << 16)
         self.blocks += n
-        self.parts, self.pending = [buf[n * self.body:]], len(buf) - n * self.body
+        self.parts = [buf[n * self.body:]]
+        self.pending = len(buf) - n * self.body
 
     def close(self):
         self._flush()
@@ -331,7 +386,7 @@ class _Packer:
 
 
 def _period_ids(tok):
-    """BPE ids of a sentence-ending '.', alone or glued to closing quotes/brackets ('."', ').', ' .')."""
+    """BPE ids of a sentence-ending '.', alone or glued to closing quotes or brackets ('."')."""
     ids = []
     for i in range(tok.n_bpe):
         s = tok.enc.decode_single_token_bytes(i).decode("utf-8", errors="replace")
@@ -340,13 +395,17 @@ def _period_ids(tok):
     return np.array(ids)
 
 
-def _reorder(src, dst, n_blocks, c, tok, split_index):
-    """Write src's blocks to dst in the chosen order, a chunk at a time (bounded memory whatever the size)."""
-    x = np.memmap(src, dtype=np.uint16, mode="r", shape=(n_blocks, c.block_size)) if n_blocks else None
-    step = max(1, (1 << 24) // c.block_size)  # 32 MB of tokens per chunk
-    if c.order == "shuffle":
-        perm = np.arange(n_blocks, dtype=np.uint32 if n_blocks < 2**32 else np.int64)  # 4 bytes a block in memory
-        np.random.default_rng([c.seed, split_index]).shuffle(perm)
+def _reorder(src, dst, n_blocks, tok, split_index):
+    """Write src's blocks to dst in the chosen order, a chunk at a time (bounded memory whatever the
+    size)."""
+    x = None
+    if n_blocks:
+        x = np.memmap(src, dtype=np.uint16, mode="r", shape=(n_blocks, block_size))
+    step = max(1, (1 << 24) // block_size)  # 32 MB of tokens per chunk
+    if order == "shuffle":
+        # 4 bytes a block in memory
+        perm = np.arange(n_blocks, dtype=np.uint32 if n_blocks < 2**32 else np.int64)
+        np.random.default_rng([seed, split_index]).shuffle(perm)
     else:
         is_period = np.zeros(tok.vocab_size, dtype=bool)
         is_period[_period_ids(tok)] = True
@@ -362,39 +421,39 @@ def _reorder(src, dst, n_blocks, c, tok, split_index):
 # -----------------------------------------------------------------------------
 # the pipeline
 
-def _check(c, tok):
-    configurator.require_folder("out_dir", c.out_dir)
-    if not 2 <= c.block_size <= 65535:
-        raise CramError(f"--block_size={c.block_size}: must be between 2 and 65535 (the paper uses 128)")
+def _check(tok):
+    configurator.require_folder("out_dir", out_dir)
+    if not 2 <= block_size <= 65535:
+        raise CramError(f"--block_size={block_size}: must be between 2 and 65535 (the paper: 128)")
     if tok.vocab_size > 65536:
-        raise CramError(f"--tokenizer={c.tokenizer}: its vocabulary of {tok.vocab_size} does not fit the uint16 files")
-    if c.order not in ("shuffle", "sorted", "none"):
-        raise CramError(f"--order={c.order}: must be shuffle, sorted or none")
-    if not 0 <= c.val_fraction < 1:
-        raise CramError(f"--val_fraction={c.val_fraction}: must be in [0, 1), e.g. 0.005")
-    if c.num_proc < 1 or c.max_tokens < 0 or c.max_val_blocks < 0 or c.max_tokens_per_char < 0:
-        raise CramError("--num_proc must be >= 1 and --max_tokens, --max_val_blocks, --max_tokens_per_char >= 0")
+        raise CramError(f"--tokenizer={tokenizer}: its vocabulary of {tok.vocab_size} does not fit "
+                        f"the uint16 files")
+    if order not in ("shuffle", "sorted", "none"):
+        raise CramError(f"--order={order}: must be shuffle, sorted or none")
+    if not 0 <= val_fraction < 1:
+        raise CramError(f"--val_fraction={val_fraction}: must be in [0, 1), e.g. 0.005")
+    if num_proc < 1 or max_tokens < 0 or max_val_blocks < 0 or max_tokens_per_char < 0:
+        raise CramError("--num_proc must be >= 1 and --max_tokens, --max_val_blocks, "
+                        "--max_tokens_per_char >= 0")
 
 
-def run(config=None, **overrides):
-    """Prepare out_dir from the module's settings updated by `config` and `overrides`; returns meta."""
-    given = {**(config or {}), **overrides}
-    if unknown := set(given) - set(_SETTINGS):
-        raise CramError(f"prepare.run: unknown settings {sorted(unknown)}")
-    c = SimpleNamespace(**{k: given.get(k, globals()[k]) for k in _SETTINGS})
+def main():
+    """Prepare out_dir from the settings; returns meta."""
     t0 = time.time()
-    tok = Tokenizer(c.tokenizer)
-    _check(c, tok)
-    final = {name: os.path.join(c.out_dir, name) for name in ("train.bin", "val.bin", "meta.json")}
-    if not c.force and any(os.path.exists(p) for p in final.values()):
-        raise CramError(f"{c.out_dir} already holds a prepared corpus: pass --force=True to replace it, or another --out_dir")
+    tok = Tokenizer(tokenizer)
+    _check(tok)
+    final = {name: os.path.join(out_dir, name) for name in _OUTPUTS}
+    if not force and any(os.path.exists(p) for p in final.values()):
+        raise CramError(f"{out_dir} already holds a prepared corpus: pass --force=True to replace "
+                        f"it, or another --out_dir")
     counts = collections.Counter(files=0, replaced_chars=0)
-    docs = _sources(c.dataset, c.text_column, c.split_paragraphs, counts)
-    os.makedirs(c.out_dir, exist_ok=True)
+    docs = _sources(dataset, text_column, split_paragraphs, counts)
+    os.makedirs(out_dir, exist_ok=True)
     tmp = {name: p + ".tmp" for name, p in final.items()}
-    tmp.update({f"{name}.order": p + ".order.tmp" for name, p in final.items() if name.endswith(".bin")})
+    for name in ("train.bin", "val.bin"):
+        tmp[f"{name}.order"] = final[name] + ".order.tmp"
     try:
-        meta = _pipeline(c, tok, counts, docs, tmp, final, t0)
+        meta = _pipeline(tok, counts, docs, tmp, final, t0)
     finally:  # an interrupted run leaves no half file under a final name, and no litter
         for p in tmp.values():
             if os.path.exists(p):
@@ -402,11 +461,20 @@ def run(config=None, **overrides):
     return meta
 
 
-def _pipeline(c, tok, counts, docs, tmp, final, t0):
-    train = _Packer(tmp["train.bin"], c.block_size, tok.sep_id, tok.cls_id)
-    val = _Packer(tmp["val.bin"], c.block_size, tok.sep_id, tok.cls_id, max_blocks=c.max_val_blocks)
-    rng, seen, last_report = random.Random(c.seed), set(), time.time()
-    for k in ("docs_read", "docs_short", "docs_filtered", "docs_duplicate", "chars", "chars_filtered", "tokens", "bytes"):
+def run(**overrides):
+    """main() with some settings changed, as --key=value would change them: for tests, notebooks."""
+    with configurator.overridden(globals(), **overrides):
+        return main()
+
+
+def _pipeline(tok, counts, docs, tmp, final, t0):
+    train = _Packer(tmp["train.bin"], block_size, tok.sep_id, tok.cls_id)
+    val = _Packer(tmp["val.bin"], block_size, tok.sep_id, tok.cls_id, max_blocks=max_val_blocks)
+    rng = random.Random(seed)
+    seen = set()
+    last_report = time.time()
+    for k in ("docs_read", "docs_short", "docs_filtered", "docs_duplicate", "chars",
+              "chars_filtered", "tokens", "bytes"):
         counts[k] = 0
 
     def consume(result):
@@ -424,32 +492,36 @@ def _pipeline(c, tok, counts, docs, tmp, final, t0):
                 counts["docs_filtered"] += 1
                 counts["chars_filtered"] += chars
                 continue
-            ids, pos = tokens[pos:pos + n], pos + n
+            ids = tokens[pos:pos + n]
+            pos += n
             if kind in seen:
                 counts["docs_duplicate"] += 1
                 continue
             seen.add(kind)
-            if c.max_tokens:
-                ids = ids[:c.max_tokens - counts["tokens"]]
+            if max_tokens:
+                ids = ids[:max_tokens - counts["tokens"]]
             counts["tokens"] += len(ids)
-            # a tiny corpus still gets a validation block: while val has none, every doc but the first goes there
-            to_val = c.val_fraction > 0 and not val.full and (
-                rng.random() < c.val_fraction or (train.docs > 0 and val.ready == 0))
+            # a tiny corpus still gets a validation block: while val has none, every document but
+            # the first goes there
+            needs_val = train.docs > 0 and val.ready == 0
+            to_val = val_fraction > 0 and not val.full
+            to_val = to_val and (rng.random() < val_fraction or needs_val)  # rng only drawn here
             (val if to_val else train).add(ids)
-            if c.max_tokens and counts["tokens"] >= c.max_tokens:
+            if max_tokens and counts["tokens"] >= max_tokens:
                 return True
         return False
 
-    with ThreadPoolExecutor(c.num_proc) as pool:
+    with ThreadPoolExecutor(num_proc) as pool:
         pending, done = collections.deque(), False
         for chunk in _chunks(docs):
-            pending.append(pool.submit(_process, tok, chunk, c))
-            if len(pending) >= 2 * c.num_proc:  # bounded: a few chunks in flight, never the whole corpus
+            pending.append(pool.submit(_process, tok, chunk))
+            if len(pending) >= 2 * num_proc:  # bounded: a few chunks in flight, never the corpus
                 done = consume(pending.popleft().result())
             if time.time() - last_report > 5:
                 last_report = time.time()
-                print(f"prepare: {counts['docs_read']:,} documents, {counts['bytes'] / 1e6:,.0f} MB, "
-                      f"{counts['tokens'] / 1e6:,.1f}M tokens, {counts['bytes'] / 1e6 / (time.time() - t0):.1f} MB/s",
+                mb = counts["bytes"] / 1e6
+                print(f"prepare: {counts['docs_read']:,} documents, {mb:,.0f} MB, "
+                      f"{counts['tokens'] / 1e6:,.1f}M tokens, {mb / (time.time() - t0):.1f} MB/s",
                       file=sys.stderr, flush=True)
             if done:
                 break
@@ -457,54 +529,65 @@ def _pipeline(c, tok, counts, docs, tmp, final, t0):
             done = consume(pending.popleft().result())
         for f in pending:
             f.cancel()
-    n_train, n_val = train.close(), val.close()
+    n_train = train.close()
+    n_val = val.close()
     if n_train == 0:
         raise CramError(
-            f"--dataset={c.dataset}: no training block left: read {counts['docs_read']} documents, dropped "
-            f"{counts['docs_short']} shorter than --min_chars={c.min_chars}, {counts['docs_filtered']} above "
-            f"--max_tokens_per_char={c.max_tokens_per_char}, {counts['docs_duplicate']} duplicates; the rest made "
-            f"{counts['tokens']} tokens for --block_size={c.block_size}: relax those settings or add text")
+            f"--dataset={dataset}: no training block left: read {counts['docs_read']} documents, "
+            f"dropped {counts['docs_short']} shorter than --min_chars={min_chars}, "
+            f"{counts['docs_filtered']} above --max_tokens_per_char={max_tokens_per_char}, "
+            f"{counts['docs_duplicate']} duplicates; the rest made {counts['tokens']} tokens for "
+            f"--block_size={block_size}: relax those settings or add text")
     done_bins = {}
     for name, n, i in (("train.bin", n_train, 0), ("val.bin", n_val, 1)):
-        if c.order == "none":
+        if order == "none":
             done_bins[name] = tmp[name]
         else:
-            _reorder(tmp[name], tmp[name + ".order"], n, c, tok, i)
-            os.remove(tmp[name])  # while a corpus is being replaced, disk holds the old one and the new one only
+            _reorder(tmp[name], tmp[name + ".order"], n, tok, i)
+            os.remove(tmp[name])  # while a corpus is replaced, disk holds the old and the new only
             done_bins[name] = tmp[name + ".order"]
-    # the cross-entropy of always guessing the corpus's unigram distribution: a masked LM must beat it
-    p = train.counts[:tok.n_bpe] / max(1, train.counts[:tok.n_bpe].sum())
-    unigram_entropy = float(-(p[p > 0] * np.log(p[p > 0])).sum())
+    # the cross-entropy of always guessing the unigram distribution: a masked LM must beat it
+    bpe_counts = train.counts[:tok.n_bpe]
+    p = bpe_counts[bpe_counts > 0] / max(1, bpe_counts.sum())
+    unigram_entropy = float(-(p * np.log(p)).sum())
     seconds = time.time() - t0
-    meta = {**tok.meta(), "block_size": c.block_size, "block_prefix": "[CLS]", "dtype": "uint16", "order": c.order, "seed": c.seed,
-            "train_blocks": n_train, "val_blocks": n_val, "unigram_entropy": round(unigram_entropy, 4), "train_docs": train.docs, "val_docs": val.docs,
-            "counts": dict(counts), "source": c.dataset, "options": vars(c),
-            "seconds": round(seconds, 2), "mb_per_s": round(counts["bytes"] / 1e6 / seconds, 2)}
+    meta = {**tok.meta(), "block_size": block_size, "block_prefix": "[CLS]", "dtype": "uint16",
+            "order": order, "seed": seed, "train_blocks": n_train, "val_blocks": n_val,
+            "unigram_entropy": round(unigram_entropy, 4), "train_docs": train.docs,
+            "val_docs": val.docs, "counts": dict(counts), "source": dataset,
+            "options": {k: globals()[k] for k in _SETTINGS}, "seconds": round(seconds, 2),
+            "mb_per_s": round(counts["bytes"] / 1e6 / seconds, 2)}
     with open(tmp["meta.json"], "w") as f:
         json.dump(meta, f, indent=2)
-    # a corpus being replaced (--force) stays whole until the new one is complete; then meta.json goes first,
-    # so a crash among the renames leaves a folder that says it is not prepared rather than a mixed one
+    with open(tmp["token_counts.npy"], "wb") as f:
+        np.save(f, train.counts[:tok.vocab_size])
+    # a corpus being replaced (--force) stays whole until the new one is complete; then meta.json
+    # goes first, so a crash among the renames leaves a folder that says it is not prepared rather
+    # than a mixed one
     if os.path.exists(final["meta.json"]):
         os.remove(final["meta.json"])
-    for name, path in done_bins.items():
+    for name, path in {**done_bins, "token_counts.npy": tmp["token_counts.npy"]}.items():
         os.replace(path, final[name])
     os.replace(tmp["meta.json"], final["meta.json"])
-    _report(meta, c)
+    _report(meta)
     return meta
 
 
-def _report(meta, c):
+def _report(meta):
     n = meta["counts"]
-    pct = lambda k: f"{n[k] / max(1, n['docs_read']):.1%}"
+    read = max(1, n["docs_read"])
     print(f"read {n['docs_read']:,} documents ({n['files']} files, {n['bytes'] / 1e6:.1f} MB, "
-          f"{n['replaced_chars']} undecodable bytes replaced); dropped {n['docs_short']:,} short ({pct('docs_short')}), "
-          f"{n['docs_filtered']:,} by the tokens/char filter ({pct('docs_filtered')} of documents, "
-          f"{n['chars_filtered'] / max(1, n['chars']):.2%} of characters), {n['docs_duplicate']:,} duplicates")
+          f"{n['replaced_chars']} undecodable bytes replaced); dropped {n['docs_short']:,} short "
+          f"({n['docs_short'] / read:.1%}), {n['docs_filtered']:,} by the tokens/char filter "
+          f"({n['docs_filtered'] / read:.1%} of documents, "
+          f"{n['chars_filtered'] / max(1, n['chars']):.2%} of characters), "
+          f"{n['docs_duplicate']:,} duplicates")
     print(f"kept {meta['train_docs'] + meta['val_docs']:,} documents, {n['tokens']:,} tokens -> "
-          f"{meta['train_blocks']:,} train + {meta['val_blocks']:,} val blocks of {c.block_size} in {c.out_dir} "
-          f"(order {c.order}); unigram entropy {meta['unigram_entropy']:.3f} nats")
+          f"{meta['train_blocks']:,} train + {meta['val_blocks']:,} val blocks of {block_size} in "
+          f"{out_dir} (order {order}); unigram entropy {meta['unigram_entropy']:.3f} nats")
     print(f"{meta['seconds']:.1f} s, {meta['mb_per_s']:.1f} MB/s")
 
 
 if __name__ == "__main__":
-    run(configurator.configure(globals()))
+    configurator.configure(globals())
+    main()

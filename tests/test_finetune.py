@@ -20,10 +20,12 @@ if os.path.isdir(os.path.join(SHARED, "tiktoken_cache")):
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", os.path.abspath(os.path.join(SHARED, "tiktoken_cache")))
 sys.path.insert(0, ROOT)
 
+import configurator  # noqa: E402
 import finetune_glue as fg  # noqa: E402
 from configurator import CramError  # noqa: E402
-from model import Bert, BertConfig, load_checkpoint, save_checkpoint  # noqa: E402
+from model import Bert, BertConfig  # noqa: E402
 from prepare import Tokenizer  # noqa: E402
+from runtime import load_checkpoint, save_checkpoint  # noqa: E402
 
 WORDS = "the a cat dog sat ran on mat big small red blue house tree bird fish old new".split()
 NLI2, NLI3 = ("entailment", "not_entailment"), ("entailment", "neutral", "contradiction")
@@ -115,8 +117,8 @@ def tiny_ckpt(tmp_path_factory, tok):
     return path
 
 
-def settings(**kw):
-    return {**fg.default_settings(), "device": "cpu", **kw}
+def run(**settings):
+    return fg.run(device="cpu", **settings)
 
 
 # -----------------------------------------------------------------------------
@@ -277,9 +279,9 @@ def test_checkpoint_vocab_mismatch_is_a_clear_error(tmp_path, tok):
     save_checkpoint(path, {"model": Bert(cfg).state_dict(), "model_args": asdict(cfg), "meta": tok.meta(),
                            "step": 0, "tokens_seen": 0})
     with pytest.raises(CramError, match="vocab_size 50368 does not match"):
-        fg.load_source(settings(ckpt=path))
+        fg.load_source(path)
     with pytest.raises(CramError, match="no such checkpoint"):
-        fg.load_source(settings(ckpt=str(tmp_path / "missing.pt")))
+        fg.load_source(str(tmp_path / "missing.pt"))
 
 
 # -----------------------------------------------------------------------------
@@ -305,10 +307,10 @@ def synthetic(rng, n, regression):
 @pytest.mark.parametrize("task,metric,floor", [("sst2", "accuracy", 95.0), ("stsb", "pearson", 85.0)])
 def test_tiny_pretrained_model_learns_a_synthetic_task(tiny_ckpt, tok, task, metric, floor):
     rng = random.Random(0)
-    state, args, tok, _ = fg.load_source(settings(ckpt=tiny_ckpt))
+    state, args, tok, _ = fg.load_source(tiny_ckpt)
     data = {"train": synthetic(rng, 192, task == "stsb"), task: synthetic(rng, 64, task == "stsb")}
-    cfg = settings(ckpt=tiny_ckpt, learning_rate=3e-3, epochs=6, dropout=0.0)
-    res = fg.run_task(task, data, tok, state, args, cfg, "cpu")
+    with configurator.overridden(vars(fg), learning_rate=3e-3, epochs=6, dropout=0.0):
+        res = fg.run_task(task, data, tok, state, args, "cpu")
     assert res["median"][task][metric] > floor, res["runs"][0]["epochs"]
     assert len(res["runs"][0]["epochs"]) == 6 and res["runs"][0]["final"] == res["runs"][0]["epochs"][-1]["scores"]
 
@@ -333,7 +335,7 @@ def test_task_all_end_to_end_then_merge(tmp_path, tiny_ckpt):
     assert "GLUE dev" in p.stdout and "BERT-base, fully trained" in p.stdout and "78.6" in p.stdout
     assert re.search(r"^mnli-mm +accuracy +[\d.]+ +[\d.]+", p.stdout, re.M) and re.search(r"^mrpc +f1 .* accuracy", p.stdout, re.M)
     # a later run on the same checkpoint adds its task to the same file: one table from runs one at a time
-    fg.run(settings(task="wnli", glue_dir=glue, ckpt=tiny_ckpt, out_dir=out, epochs=1, batch_size=8, seeds=2))
+    run(task="wnli", glue_dir=glue, ckpt=tiny_ckpt, out_dir=out, epochs=1, batch_size=8, seeds=2)
     with open(os.path.join(out, "glue_results.json")) as f:
         merged = json.load(f)
     assert len(merged["tasks"]) == 9 and merged["tasks"]["wnli"]["seeds"] == [0, 1]
@@ -344,9 +346,9 @@ def test_task_all_end_to_end_then_merge(tmp_path, tiny_ckpt):
     retrained["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in retrained["model"].items()}
     copy = str(tmp_path / "retrained.pt")
     shutil.copy(tiny_ckpt, copy)
-    fg.run(settings(task="wnli", glue_dir=glue, ckpt=copy, out_dir=out, epochs=1, batch_size=8))
+    run(task="wnli", glue_dir=glue, ckpt=copy, out_dir=out, epochs=1, batch_size=8)
     save_checkpoint(copy, retrained)
-    fg.run(settings(task="rte", glue_dir=glue, ckpt=copy, out_dir=out, epochs=1, batch_size=8))
+    run(task="rte", glue_dir=glue, ckpt=copy, out_dir=out, epochs=1, batch_size=8)
     with open(os.path.join(out, "glue_results.json")) as f:
         assert list(json.load(f)["tasks"]) == ["rte"]
 
@@ -355,17 +357,17 @@ def test_ckpt_none_and_up_front_file_check(tmp_path):
     glue = str(tmp_path / "glue")
     write_glue(glue, ["rte"])
     with pytest.raises(CramError, match="CoLA/train.tsv"):  # rte exists, cola does not: fail before training rte
-        fg.run(settings(task="rte,cola", glue_dir=glue, ckpt="none", out_dir=str(tmp_path)))
-    res = fg.run(settings(task="rte", glue_dir=glue, ckpt="none", out_dir=str(tmp_path), epochs=1,
-                          n_layer=1, n_head=2, n_embd=32, n_inner=64))
+        run(task="rte,cola", glue_dir=glue, ckpt="none", out_dir=str(tmp_path))
+    res = run(task="rte", glue_dir=glue, ckpt="none", out_dir=str(tmp_path), epochs=1,
+              n_layer=1, n_head=2, n_embd=32, n_inner=64)
     assert res["ckpt"] == "none" and res["model_args"]["n_embd"] == 32 and "rte" in res["scores"]
     with open(os.path.join(glue, "RTE", "dev.tsv")) as f:
         header = f.readline()
     with open(os.path.join(glue, "RTE", "dev.tsv"), "w") as f:
         f.write(header)  # a header and no rows
     with pytest.raises(CramError, match=r"rte: no examples in rte \(from .*RTE\); check the task's files"):
-        fg.run(settings(task="rte", glue_dir=glue, ckpt="none", out_dir=str(tmp_path), n_layer=1, n_head=2,
-                        n_embd=32, n_inner=64))
+        run(task="rte", glue_dir=glue, ckpt="none", out_dir=str(tmp_path), n_layer=1, n_head=2,
+            n_embd=32, n_inner=64)
     # a bad shape is refused before any data is read (here the hub, which would fail offline in another way)
     with pytest.raises(CramError, match="--n_embd=100 is not a multiple of --n_head=3"):
-        fg.run(settings(task="mnli", ckpt="none", out_dir=str(tmp_path), n_embd=100, n_head=3))
+        run(task="mnli", ckpt="none", out_dir=str(tmp_path), n_embd=100, n_head=3)

@@ -1,15 +1,15 @@
 """The README's CPU pipeline in miniature, through the command-line entry points as a user types them:
 prepare.py on a slice of the real text, train.py with the CPU preset for a few seconds, finetune_glue.py
-on a slice of a real GLUE task. Each stage's outputs must exist and be sane."""
+on a slice of a real GLUE task, fill_mask.py on the checkpoint. Each stage's outputs must exist and be sane."""
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
-import pytest
 
-from model import load_checkpoint
+from runtime import load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, "..", "shared")
@@ -77,3 +77,9 @@ def test_cram_on_a_cpu_in_miniature(tmp_path):
     assert rte["n_train"] == 300 and rte["n_dev"] == {"rte": 60}
     assert 0.0 <= rte["median"]["rte"]["accuracy"] <= 100.0 and results["ckpt_step"] == ckpt["step"]
     assert "rte" in stdout and "accuracy" in stdout
+
+    # 4. see what it learned
+    stdout = cli("fill_mask.py", f"--ckpt={out}/ckpt.pt", "--text=He opened the [MASK] and went in.", "--top_k=3")
+    fills = re.search(r"\[MASK\] 1 \(token \d+\): (.*)", stdout).group(1)
+    probs = [float(p) for p in re.findall(r" (\d\.\d{3})(?:  |$)", fills)]
+    assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1.0

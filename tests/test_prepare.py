@@ -175,11 +175,12 @@ def test_errors(tmp_path, corpus):
     prepare.run(dataset=src, out_dir=out)
     with pytest.raises(CramError, match="already holds a prepared corpus: pass --force=True"):
         prepare.run(dataset=src, out_dir=out)
-    before = {name: open(os.path.join(out, name), "rb").read() for name in ("train.bin", "val.bin", "meta.json")}
+    outputs = ("meta.json", "token_counts.npy", "train.bin", "val.bin")
+    before = {name: open(os.path.join(out, name), "rb").read() for name in outputs}
     with pytest.raises(CramError, match="no training block left"):  # a failed replacement loses nothing
         prepare.run(dataset=src, out_dir=out, force=True, min_chars=10_000)
     assert before == {name: open(os.path.join(out, name), "rb").read() for name in before}
-    assert sorted(os.listdir(out)) == ["meta.json", "train.bin", "val.bin"]
+    assert sorted(os.listdir(out)) == list(outputs)
     assert prepare.run(dataset=src, out_dir=out, force=True, block_size=16)["block_size"] == 16
 
 
@@ -246,3 +247,11 @@ def test_unigram_entropy_in_meta_matches_the_token_counts(tmp_path, corpus):
     counts = np.bincount(ids[ids < meta["bpe_vocab_size"]])
     p = counts[counts > 0] / counts.sum()
     assert meta["unigram_entropy"] == pytest.approx(-(p * np.log(p)).sum(), abs=1e-3)
+    # token_counts.npy: every id's count in train.bin, [CLS] and [SEP] included (train.py leaves ids at 0 out)
+    recorded = prepare.read_token_counts(out, meta["vocab_size"])
+    assert recorded.shape == (meta["vocab_size"],)
+    assert np.array_equal(recorded, np.bincount(ids, minlength=meta["vocab_size"]))
+    assert recorded[meta["special_ids"]["[MASK]"]] == 0 and recorded[meta["special_ids"]["[CLS]"]] == len(train)
+    os.remove(os.path.join(out, "token_counts.npy"))
+    with pytest.raises(CramError, match="token_counts.npy is missing or unreadable .*--force=True"):
+        prepare.read_token_counts(out, meta["vocab_size"])
