@@ -128,10 +128,12 @@ def test_compiled_training_matches_eager_and_compiles_once_per_shape(data, tmp_p
     loss = lambda log: [x.get("loss", x.get("val_loss")) for x in log]
     assert len(log_c) == 6 and loss(log_c) == pytest.approx(loss(log_e), rel=1e-4)
     assert [x["batch_size"] for x in log_c if "batch_size" in x] == [16, 16]  # ramped up from 8: no recompile
-    # the first step's compilation counts in the budget's clock but not in the first interval's tokens/s
+    # the first step's compilation counts in the budget's clock but not in the first interval's tokens/s.
+    # Compiling takes seconds, a tiny step milliseconds: bounds with that much room hold on a loaded machine
+    # too (where OpenMP threads contend, compiled steps ran 6.8 s for four against 13 s of compilation)
     first, second = [x for x in log_c if "tokens_per_sec" in x]
-    assert first["elapsed_s"] > 3 * (second["elapsed_s"] - first["elapsed_s"])
-    assert first["tokens_per_sec"] > second["tokens_per_sec"] / 3
+    assert first["elapsed_s"] > second["elapsed_s"] - first["elapsed_s"]
+    assert first["tokens_per_sec"] > second["tokens_per_sec"] / 10
 
 
 def test_resume_continues_bitwise(data, tmp_path):
