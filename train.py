@@ -453,9 +453,8 @@ while True:
     data_at_step_start = (dict(data_state), micro_steps)
     result = train_step(model, optimizer, scaler, next_batch, current_batch // micro_step_sequences,
                         amp_ctx, grad_clip, stop_requested)
-    if result is None:
+    if result is None:  # the checkpoint records the step's start; a resume redoes the whole step
         data_state, micro_steps = data_at_step_start
-        order = epoch_order(data_state["epoch"])
         break
     loss, skipped = result
     skipped_total += skipped
