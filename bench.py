@@ -20,19 +20,14 @@ from configurator import CramError
 from model import Bert, configure_optimizer, mask_tokens
 from prepare import Tokenizer, open_blocks, read_meta, read_token_counts
 from runtime import (amp_context, autocast_dtype, bert_config, dtype_name, grad_scaler,
-                     is_out_of_memory, peak_flops, pick_device, synchronize, to_device, train_step,
-                     wants_compile)
+                     is_out_of_memory, model_settings, peak_flops, pick_device, synchronize,
+                     to_device, train_step, wants_compile)
 
 # -----------------------------------------------------------------------------
 data_dir = ""  # a prepare.py folder for real blocks; empty = random tokens
-n_layer = 16
-n_head = 12
-n_embd = 768
-n_inner = 3072
-block_size = 128
-vocab_size = 50304
-mask_fraction = 0.25
-decoder_bias = False
+# every BertConfig field is a setting of the same name, as in train.py (--norm_scheme=post, ...);
+# block_size and vocab_size are the data's when --data_dir is given
+globals().update(model_settings())
 micro_batch_size = 128
 accum_steps = 1  # micro batches per optimizer step
 learning_rate = 1e-3
@@ -83,9 +78,7 @@ else:
         raise CramError(f"--vocab_size={vocab_size}: the {tok.name} tokenizer's ids run to "
                         f"{n_ids - 1}; use at least {n_ids} (the default {tok.vocab_size} is that "
                         f"padded to a multiple of 64)")
-model_config = bert_config(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer,
-                           n_head=n_head, n_embd=n_embd, n_inner=n_inner,
-                           mask_fraction=mask_fraction, decoder_bias=decoder_bias)
+model_config = bert_config(**{key: globals()[key] for key in model_settings()})
 
 
 def build(micro_batch):

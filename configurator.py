@@ -123,7 +123,8 @@ def configure(scope, args=None):
             if not os.path.isfile(arg):
                 raise CramError(f"config file {arg} not found: pass a path such as "
                                 f"config/cram_cpu.py, or --key=value")
-            file_scope = {}
+            # a preset may build on another: exec(open(os.path.join(os.path.dirname(__file__), ...
+            file_scope = {"__file__": os.path.abspath(arg)}
             try:
                 with open(arg) as f:
                     exec(compile(f.read(), arg, "exec"), file_scope)

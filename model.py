@@ -2,12 +2,20 @@
 The crammed BERT of Geiping & Goldstein, "Cramming: Training a Language Model on a Single GPU in
 One Day" (arXiv 2212.14034), final recipe: the network, its masking, optimizer groups and FLOPs.
 
-The tweaks that make it cram, each a BertConfig field or visible below:
-- no biases in Linear layers (LayerNorms keep theirs): fewer parameters, same quality per step
-- pre-LayerNorm blocks with a final LayerNorm: stable at the high peak learning rate
-- gated GELU feed-forward (GLU): n_embd -> n_inner, half gates the other half, n_inner/2 -> n_embd
-- scaled sinusoidal positions: fixed sinusoid times one learnable scalar; no token-type embedding
-- sparse prediction: only the masked positions reach the 50k-word decoder, tied to the embedding
+The tweaks that make it cram, each a BertConfig field (default: crammed; original BERT in brackets):
+- bias=False: no biases in Linear layers, LayerNorms keep theirs [True]
+- norm_scheme="pre": LayerNorm before each sublayer and a final one; stable at a high peak learning
+  rate ["post": after each residual sum, no final norm]
+- ffn="gated": gated GELU (GLU), n_embd -> n_inner, half gates the other half, n_inner/2 -> n_embd
+  ["gelu": n_embd -> n_inner -> n_embd]
+- positions="sinusoid": fixed sinusoid times one learnable scalar ["learned": a table]; neither
+  recipe here has token-type embeddings
+- head_transform=False: the tied decoder reads the encoder's output [True: dense + GELU + LayerNorm]
+- decoder_bias=False [True]
+- sparse_prediction=True: only the masked positions reach the 50k-word decoder [False: all]
+- dropout=0.0 in pretraining [0.1]
+train.py and bench.py take every field as a setting of the same name: a new switch is a field here
+and a few lines in the layer it changes.
 """
 import math
 from dataclasses import dataclass
@@ -27,7 +35,13 @@ class BertConfig:
     n_inner: int = 3072  # the gated FFN's first projection; its output is half as wide
     dropout: float = 0.0  # pretraining runs without dropout; fine-tuning uses 0.1
     mask_fraction: float = 0.25  # masked positions per sequence: fixes the sparse decoder's shapes
-    decoder_bias: bool = False  # the crammed recipe has none; a bias per word holds frequencies
+    bias: bool = False  # biases in the blocks' (and the head transform's) Linear layers
+    norm_scheme: str = "pre"  # pre | post
+    ffn: str = "gated"  # gated | gelu
+    positions: str = "sinusoid"  # sinusoid | learned
+    head_transform: bool = False
+    decoder_bias: bool = False  # a bias per word: a home for token frequencies
+    sparse_prediction: bool = True  # False: logits at every position, the loss at the masked ones
     norm_eps: float = 1e-12
 
     def __post_init__(self):
@@ -38,9 +52,13 @@ class BertConfig:
         if self.n_embd % self.n_head:
             raise ValueError(f"--n_embd={self.n_embd} is not a multiple of --n_head={self.n_head}: "
                              f"every head gets n_embd / n_head dims")
-        if self.n_inner % 2:
-            raise ValueError(f"--n_inner={self.n_inner} must be even: half of the gated FFN's "
-                             f"width gates the other half")
+        for key, choices in (("norm_scheme", ("pre", "post")), ("ffn", ("gated", "gelu")),
+                             ("positions", ("sinusoid", "learned"))):
+            if getattr(self, key) not in choices:
+                raise ValueError(f"--{key}={getattr(self, key)}: choose {' or '.join(choices)}")
+        if self.ffn == "gated" and self.n_inner % 2:
+            raise ValueError(f"--n_inner={self.n_inner} must be even with --ffn=gated: half of "
+                             f"its width gates the other half")
         masked = self.masked_per_block()
         if not 0 < masked <= self.block_size:
             raise ValueError(f"--mask_fraction={self.mask_fraction} masks {masked} of "
@@ -64,15 +82,20 @@ class Embedding(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        # non-persistent: the sinusoid is recomputed, so it is no parameter and no checkpoint key
-        pos = sinusoid(config.block_size, config.n_embd)
-        self.register_buffer("pos", pos, persistent=False)
-        self.pos_scale = nn.Parameter(torch.tensor(config.n_embd ** -0.5))
+        if config.positions == "learned":
+            self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        else:
+            # non-persistent: the sinusoid is recomputed, so it is no parameter and no checkpoint key
+            pos = sinusoid(config.block_size, config.n_embd)
+            self.register_buffer("pos", pos, persistent=False)
+            self.pos_scale = nn.Parameter(torch.tensor(config.n_embd ** -0.5))
         self.ln = nn.LayerNorm(config.n_embd, eps=config.norm_eps)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, idx):
-        return self.drop(self.ln(self.wte(idx) + self.pos_scale * self.pos[: idx.size(1)]))
+        T = idx.size(1)
+        pos = self.wpe.weight[:T] if hasattr(self, "wpe") else self.pos_scale * self.pos[:T]
+        return self.drop(self.ln(self.wte(idx) + pos))
 
 
 class SelfAttention(nn.Module):
@@ -81,8 +104,8 @@ class SelfAttention(nn.Module):
         self.n_head = config.n_head
         self.dropout = config.dropout
         # one fused matmul for q, k and v
-        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=False)
-        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=False)
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x, attn_mask=None):
@@ -95,16 +118,20 @@ class SelfAttention(nn.Module):
         return self.drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
-class GatedFFN(nn.Module):
+class FFN(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.fc = nn.Linear(config.n_embd, config.n_inner, bias=False)
-        self.proj = nn.Linear(config.n_inner // 2, config.n_embd, bias=False)
+        self.gated = config.ffn == "gated"
+        self.fc = nn.Linear(config.n_embd, config.n_inner, bias=config.bias)
+        width = config.n_inner // 2 if self.gated else config.n_inner
+        self.proj = nn.Linear(width, config.n_embd, bias=config.bias)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x):
-        x, gate = self.fc(x).chunk(2, dim=-1)
-        return self.drop(self.proj(F.gelu(gate) * x))
+        if self.gated:
+            x, gate = self.fc(x).chunk(2, dim=-1)
+            return self.drop(self.proj(F.gelu(gate) * x))
+        return self.drop(self.proj(F.gelu(self.fc(x))))
 
 
 class Block(nn.Module):
@@ -113,9 +140,13 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(config.n_embd, eps=config.norm_eps)
         self.attn = SelfAttention(config)
         self.ln2 = nn.LayerNorm(config.n_embd, eps=config.norm_eps)
-        self.ffn = GatedFFN(config)
+        self.ffn = FFN(config)
+        self.post_norm = config.norm_scheme == "post"
 
     def forward(self, x, attn_mask=None):
+        if self.post_norm:  # BERT: each residual sum is normalized, so no final norm is needed
+            x = self.ln1(x + self.attn(x, attn_mask))
+            return self.ln2(x + self.ffn(x))
         x = x + self.attn(self.ln1(x), attn_mask)
         return x + self.ffn(self.ln2(x))
 
@@ -175,8 +206,13 @@ class Bert(nn.Module):
         self.config = config
         self.embed = Embedding(config)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
-        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.norm_eps)
-        # the MLM decoder: no head transform, its weight is the token embedding
+        pre = config.norm_scheme == "pre"
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.norm_eps) if pre else nn.Identity()
+        self.head = nn.Identity()
+        if config.head_transform:
+            self.head = nn.Sequential(nn.Linear(config.n_embd, config.n_embd, bias=config.bias),
+                                      nn.GELU(), nn.LayerNorm(config.n_embd, eps=config.norm_eps))
+        # the MLM decoder's weight is the token embedding
         self.decoder = nn.Linear(config.n_embd, config.vocab_size, bias=config.decoder_bias)
         self.decoder.weight = self.embed.wte.weight
         # the ids the decoder may predict: train.py clears those train.bin never has, so the softmax
@@ -202,25 +238,27 @@ class Bert(nn.Module):
         bias = bias.masked_fill(~self.decodable, -math.inf)
         if self.decoder.bias is not None:
             bias = bias + self.decoder.bias
-        return F.linear(h, self.decoder.weight, bias)
+        return F.linear(self.head(h), self.decoder.weight, bias)
 
-    def forward(self, idx, attention_mask=None, labels=None):
-        """labels: original ids at masked positions, -100 elsewhere, exactly masked_per_block() per
-        row (mask_tokens makes them so). With labels, logits are only for those positions."""
+    def forward(self, idx, attention_mask=None, labels=None, n_masked=None):
+        """labels: original ids at masked positions, -100 elsewhere, exactly n_masked per row
+        (default masked_per_block(); mask_tokens makes them so). With labels and sparse prediction,
+        logits are only for those positions."""
         h = self.encode(idx, attention_mask)
         if labels is None:
             return self.decode(h), None
-        # sparse prediction: gather the masked positions before the decoder
-        pos = self.masked_positions(labels)
-        logits = self.decode(h.gather(1, pos[:, :, None].expand(-1, -1, h.size(-1))))
-        targets = labels.gather(1, pos)
-        return logits, MaskedLMLoss.apply(logits.view(-1, logits.size(-1)), targets.view(-1))
+        if self.config.sparse_prediction:  # gather the masked positions before the decoder
+            pos = self.masked_positions(labels, n_masked)
+            h = h.gather(1, pos[:, :, None].expand(-1, -1, h.size(-1)))
+            labels = labels.gather(1, pos)
+        logits = self.decode(h)
+        return logits, MaskedLMLoss.apply(logits.view(-1, logits.size(-1)), labels.reshape(-1))
 
-    def masked_positions(self, labels):
+    def masked_positions(self, labels, n_masked=None):
         """(B, k) indices of the masked positions, in increasing order; labels.gather(1, pos) are
         the targets of the sparse logits. A fixed k per row keeps shapes static for torch.compile; a
         row with fewer masks gathers -100 slots that the loss ignores."""
-        k = self.config.masked_per_block(labels.size(1))
+        k = n_masked or self.config.masked_per_block(labels.size(1))
         is_masked = labels.ne(-100).to(torch.uint8)
         return is_masked.argsort(dim=1, descending=True, stable=True)[:, :k]
 
@@ -228,12 +266,15 @@ class Bert(nn.Module):
         # forward + backward = 3 x forward, and a matmul with N weights costs 2N FLOPs per token:
         #   6 * (matmul weights in the blocks)              the dense layers
         # + 12 * n_layer * block_size * n_embd              attention scores q@k and probs@v
-        # + 6 * mask_fraction * n_embd * vocab_size         the sparse decoder: masked tokens only
-        # Embedding lookups, norms and the skipped 75% of the decoder are not counted.
+        # + 6 * predicted * n_embd * (vocab_size + n_embd)   decoder and head transform, at the
+        #   predicted positions: the masked fraction with sparse prediction, else all
+        # Embedding lookups, norms and the decoder's skipped positions are not counted.
         cfg = self.config
         dense = sum(m.weight.numel() for m in self.blocks.modules() if isinstance(m, nn.Linear))
         attention = 12 * cfg.n_layer * cfg.block_size * cfg.n_embd
-        return 6 * dense + attention + 6 * cfg.mask_fraction * cfg.n_embd * cfg.vocab_size
+        predicted = cfg.mask_fraction if cfg.sparse_prediction else 1.0
+        head = cfg.n_embd * (cfg.vocab_size + cfg.n_embd * cfg.head_transform)
+        return 6 * dense + attention + 6 * predicted * head
 
     def estimate_mfu(self, tokens_per_sec, peak_flops):
         return self.flops_per_token() * tokens_per_sec / peak_flops

@@ -4,6 +4,7 @@ the device and its precision, the peak FLOP/s that MFU is measured against, the 
 (bench.py must time the very step train.py runs), the one checkpoint format. model.py stays the net.
 """
 import ctypes
+import dataclasses
 import math
 import os
 import sys
@@ -22,6 +23,12 @@ def bert_config(**fields):
         return BertConfig(**fields)
     except ValueError as e:
         raise CramError(str(e)) from None
+
+
+def model_settings():
+    """Every BertConfig field and its default: train.py and bench.py make each a setting of the same
+    name, so a switch added to model.py is a --setting at once."""
+    return {f.name: f.default for f in dataclasses.fields(BertConfig)}
 
 
 # -----------------------------------------------------------------------------

@@ -26,8 +26,8 @@ from configurator import CramError, require_at_least
 from model import Bert, configure_optimizer, mask_tokens
 from prepare import Tokenizer, open_blocks, read_meta, read_token_counts
 from runtime import (amp_context, autocast_dtype, bert_config, dtype_name, grad_scaler,
-                     load_checkpoint, peak_flops, pick_device, save_checkpoint, synchronize,
-                     to_device, train_step, wants_compile)
+                     load_checkpoint, model_settings, peak_flops, pick_device, save_checkpoint,
+                     synchronize, to_device, train_step, wants_compile)
 
 # -----------------------------------------------------------------------------
 # settings: the paper's final recipe; override with config/*.py files and --key=value
@@ -44,23 +44,21 @@ wandb_log = False
 wandb_project = "cram"
 wandb_run_name = "cram"
 # model (block_size and vocab_size come from the data's meta.json; 0 = take them from there)
-n_layer = 16
-n_head = 12
-n_embd = 768
-n_inner = 3072
-dropout = 0.0
-block_size = 0
+# every BertConfig field (model.py: the shape and the architecture switches, with the crammed
+# recipe's values and why) is a setting of the same name, e.g. --n_layer=4 --norm_scheme=post
+globals().update(model_settings())
+block_size = 0  # from the data (prepare.py's meta.json)
 vocab_size = 0
 mask_fraction = 0.25  # round(0.25 * block_size) masked per block: 80% [MASK], 10% random, 10% kept
-decoder_bias = False  # the crammed recipe has none
+eval_mask_fraction = 0.25  # the validation masks, whatever mask_fraction: losses compare across runs
 # batch: a linear ramp from one micro step to batch_size over the first batch_ramp of the budget
 batch_size = 8192  # sequences per optimizer step at the end of the ramp
 batch_ramp = 0.6
 micro_batch_size = 128  # sequences per forward pass; sized for a 24 GB GPU at the default model
 # optimizer and schedule
 learning_rate = 1e-3  # peak
-schedule = "triangle"  # triangle | trapezoid | cosine
-warmup_fraction = 0.1  # trapezoid and cosine
+schedule = "triangle"  # triangle | trapezoid | cosine | linear (BERT's warmup, then decay to 0)
+warmup_fraction = 0.1  # trapezoid, cosine and linear
 cooldown_fraction = 0.2  # trapezoid
 weight_decay = 0.01
 betas = (0.9, 0.98)
@@ -87,8 +85,13 @@ configurator.require_folder("out_dir", out_dir)
 if budget_hours <= 0 and max_steps <= 0:
     raise CramError(f"--budget_hours={budget_hours}: give a positive budget (or a step clock with "
                     f"--max_steps)")
-if schedule not in ("triangle", "trapezoid", "cosine"):
-    raise CramError(f"--schedule={schedule}: unknown; use triangle, trapezoid or cosine")
+if schedule not in ("triangle", "trapezoid", "cosine", "linear"):
+    raise CramError(f"--schedule={schedule}: unknown; use triangle, trapezoid, cosine or linear")
+if schedule != "triangle" and not 0 < warmup_fraction < 1:
+    raise CramError(f"--warmup_fraction={warmup_fraction} with --schedule={schedule}: the warmup "
+                    f"must take part of the budget, in (0, 1); BERT's is 0.01")
+if not 0 < eval_mask_fraction <= 1:
+    raise CramError(f"--eval_mask_fraction={eval_mask_fraction}: choose one in (0, 1]")
 if init_from not in ("scratch", "resume"):
     raise CramError(f"--init_from={init_from}: use 'scratch' or 'resume'")
 
@@ -100,6 +103,8 @@ def learning_rate_at(p):
         return learning_rate * max(0.0, min(0.25 + p, 4 * (1 - p)))
     if schedule == "trapezoid":  # linear warmup, flat, linear decay to 0
         return learning_rate * max(0.0, min(1.0, p / warmup_fraction, (1 - p) / cooldown_fraction))
+    if schedule == "linear":  # BERT's (over its step count), here over the budget
+        return learning_rate * max(0.0, min(p / warmup_fraction, (1 - p) / (1 - warmup_fraction)))
     # cosine: linear warmup, then cosine decay to 0
     if p < warmup_fraction:
         return learning_rate * p / warmup_fraction
@@ -171,9 +176,8 @@ if batch_size % micro_step_sequences:
                     f"= {micro_step_sequences}")
 
 # model, optimizer, and on resume everything that makes the continuation exact
-model_args = dict(vocab_size=meta["vocab_size"], block_size=block_size, n_layer=n_layer,
-                  n_head=n_head, n_embd=n_embd, n_inner=n_inner, dropout=dropout,
-                  mask_fraction=mask_fraction, decoder_bias=decoder_bias)
+vocab_size = meta["vocab_size"]
+model_args = {key: globals()[key] for key in model_settings()}
 step, tokens_seen, elapsed_s, micro_steps, evals_done = 0, 0, 0.0, 0, 0
 data_state = {"epoch": 0, "cursor": 0}
 if ckpt is not None:
@@ -290,7 +294,8 @@ eval_batch = max(1, min(micro_batch_size, len(val_data), eval_blocks))
 n_eval = min(eval_blocks, len(val_data)) // eval_batch * eval_batch
 val_x = torch.from_numpy(val_data[:n_eval].astype(np.int64)).to(device)
 val_gen = torch.Generator(device=device).manual_seed(0)
-val_x, val_y = mask_tokens(val_x, mask_fraction, tok.mask_id, tok.n_bpe, val_gen, random_pool)
+val_x, val_y = mask_tokens(val_x, eval_mask_fraction, tok.mask_id, tok.n_bpe, val_gen, random_pool)
+n_val_masked = round(eval_mask_fraction * block_size)
 # a target train.bin never has cannot be predicted (its logit is -inf): it is not scored
 val_y = val_y.masked_fill((val_y >= 0) & ~seen[val_y.clamp(min=0)], -100)
 
@@ -302,11 +307,12 @@ def evaluate():
     for i in range(0, n_eval, eval_batch):
         x, y = val_x[i: i + eval_batch], val_y[i: i + eval_batch]
         with amp_ctx:
-            logits, loss = eval_model(x, labels=y)
+            logits, loss = eval_model(x, labels=y, n_masked=n_val_masked)
         loss_sum += loss.item()
-        targets = y.gather(1, raw_model.masked_positions(y))  # aligned with the sparse logits
-        correct += (logits.argmax(-1) == targets).sum().item()
-        count += (targets != -100).sum().item()
+        if raw_model.config.sparse_prediction:  # the logits are those of the masked positions
+            y = y.gather(1, raw_model.masked_positions(y, n_val_masked))
+        correct += (logits.argmax(-1) == y).sum().item()
+        count += (y != -100).sum().item()
     eval_model.train()
     return loss_sum / (n_eval // eval_batch), correct / max(count, 1)
 

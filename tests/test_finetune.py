@@ -117,6 +117,19 @@ def tiny_ckpt(tmp_path_factory, tok):
     return path
 
 
+@pytest.fixture(scope="module")
+def bert_ckpt(tmp_path_factory, tok):
+    """The same with the original BERT's architecture (config/bert_original.py): post-LN, learned positions, biases,
+    plain GELU, the MLM head transform."""
+    cfg = BertConfig(n_layer=2, n_head=2, n_embd=64, n_inner=128, bias=True, norm_scheme="post", ffn="gelu",
+                     positions="learned", head_transform=True, decoder_bias=True, sparse_prediction=False)
+    torch.manual_seed(0)
+    path = str(tmp_path_factory.mktemp("ckpt") / "bert.pt")
+    save_checkpoint(path, {"model": Bert(cfg).state_dict(), "model_args": asdict(cfg), "meta": tok.meta(),
+                           "step": 7, "tokens_seen": 0})
+    return path
+
+
 def run(**settings):
     return fg.run(device="cpu", **settings)
 
@@ -304,13 +317,16 @@ def synthetic(rng, n, regression):
     return fg.Examples(a, b if regression else None, np.array(y, dtype=np.float32 if regression else np.int64))
 
 
-@pytest.mark.parametrize("task,metric,floor", [("sst2", "accuracy", 95.0), ("stsb", "pearson", 85.0)])
-def test_tiny_pretrained_model_learns_a_synthetic_task(tiny_ckpt, tok, task, metric, floor):
+@pytest.mark.parametrize("task,metric,floor,kind", [("sst2", "accuracy", 95.0, "crammed"),
+                                                    ("stsb", "pearson", 85.0, "crammed"),
+                                                    ("sst2", "accuracy", 95.0, "bert")])
+def test_tiny_pretrained_model_learns_a_synthetic_task(tiny_ckpt, bert_ckpt, tok, task, metric, floor, kind, capsys):
     rng = random.Random(0)
-    state, args, tok, _ = fg.load_source(tiny_ckpt)
+    state, args, tok, _ = fg.load_source(tiny_ckpt if kind == "crammed" else bert_ckpt)
     data = {"train": synthetic(rng, 192, task == "stsb"), task: synthetic(rng, 64, task == "stsb")}
     with configurator.overridden(vars(fg), learning_rate=3e-3, epochs=6, dropout=0.0):
         res = fg.run_task(task, data, tok, state, args, "cpu")
+    assert "missing keys" not in capsys.readouterr().out  # every encoder weight came from the checkpoint
     assert res["median"][task][metric] > floor, res["runs"][0]["epochs"]
     assert len(res["runs"][0]["epochs"]) == 6 and res["runs"][0]["final"] == res["runs"][0]["epochs"][-1]["scores"]
 

@@ -14,6 +14,10 @@ from runtime import (autocast_dtype, bert_config, is_out_of_memory, load_checkpo
                      save_checkpoint)
 
 TINY = dict(vocab_size=320, block_size=32, n_layer=2, n_head=2, n_embd=32, n_inner=64)
+# the original BERT's switches (config/bert_original.py); each alone is one of the paper's ablations
+BERT = dict(bias=True, norm_scheme="post", ffn="gelu", positions="learned", head_transform=True, decoder_bias=True,
+            sparse_prediction=False, dropout=0.1, mask_fraction=0.15)
+IZSAK = dict(BERT, norm_scheme="pre", sparse_prediction=True, decoder_bias=False)
 N_BPE, MASK_ID = 300, 302  # tiny vocabulary: ids >= 300 are specials, as in prepare.Tokenizer
 
 
@@ -30,9 +34,25 @@ def test_default_config_has_the_papers_parameter_count():
         assert Bert(BertConfig(vocab_size=32768)).num_params() == 119_589_889
 
 
+def test_original_bert_has_the_parameter_count_derived_by_hand():
+    C, V, T, L, inner = 768, 50304, 128, 16, 3072
+    block = (C * 3 * C + 3 * C) + (C * C + C) + (C * inner + inner) + (inner * C + C) + 2 * (2 * C)  # biases, 2 LNs
+    embeddings = V * C + T * C + 2 * C  # words, learned positions, LayerNorm
+    head = (C * C + C) + 2 * C + V  # the transform's dense and LayerNorm, the decoder's bias (its weight is tied)
+    assert L * block + embeddings + head == 152_781_696  # no final LayerNorm after post-LN blocks
+    with torch.device("meta"):
+        assert Bert(BertConfig(**BERT)).num_params() == 152_781_696
+        # BERT-base's shape: HF's BertForMaskedLM has 109,514,298, which adds a 2 x 768 token-type table
+        base = BertConfig(**BERT, n_layer=12, vocab_size=30522, block_size=512)
+        assert Bert(base).num_params() + 2 * 768 == 109_514_298
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(n_embd=32, n_head=3), "--n_embd=32 is not a multiple of --n_head=3"),
-    (dict(n_inner=63), "--n_inner=63 must be even"),
+    (dict(n_inner=63), "--n_inner=63 must be even with --ffn=gated"),
+    (dict(ffn="relu"), "--ffn=relu: choose gated or gelu"),
+    (dict(norm_scheme="sandwich"), "--norm_scheme=sandwich: choose pre or post"),
+    (dict(positions="rotary"), "--positions=rotary: choose sinusoid or learned"),
     (dict(n_layer=0), "--n_layer=0: must be at least 1"),
     (dict(mask_fraction=0.01), "--mask_fraction=0.01 masks 0 of 32 positions"),
     (dict(dropout=1.0), "--dropout=1.0: must be in [0, 1)"),
@@ -131,12 +151,64 @@ def test_classifier_loads_pretraining_weights_without_missing_encoder_keys():
     assert logits.shape == (4, 1) and loss.ndim == 0
 
 
-def test_gradients_reach_every_parameter():
-    model = Bert(BertConfig(**TINY))
+@pytest.mark.parametrize("switches", [{}, *({k: v} for k, v in BERT.items()), BERT, IZSAK],
+                         ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "crammed")
+def test_every_switch_trains_and_reaches_every_parameter(switches):
+    torch.manual_seed(0)
+    config = BertConfig(**TINY, **switches)
+    model = Bert(config)
     x, y = tiny_batch()
-    model(x, labels=y)[1].backward()
+    if config.mask_fraction != 0.25:
+        x, y = mask_tokens(x, config.mask_fraction, MASK_ID, N_BPE, torch.Generator().manual_seed(1))
+    logits, loss = model(x, labels=y)
+    assert logits.shape == (4, 32 if not config.sparse_prediction else config.masked_per_block(), 320)
+    loss.backward()
+    assert torch.isfinite(loss)
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert (hasattr(model.embed, "wpe") == (config.positions == "learned")
+            and (model.decoder.bias is not None) == config.decoder_bias
+            and (model.blocks[0].attn.qkv.bias is not None) == config.bias)
+
+
+def test_post_ln_normalizes_each_block_output_and_differs_from_pre_ln():
+    torch.manual_seed(0)
+    pre, post = Bert(BertConfig(**TINY)), Bert(BertConfig(**TINY, norm_scheme="post"))
+    for p in pre.blocks.parameters():  # sublayers that add more than init's 0.02-sized residuals
+        if p.dim() == 2:
+            torch.nn.init.normal_(p, std=0.2)
+    missing, unexpected = post.load_state_dict(pre.state_dict(), strict=False)
+    assert missing == [] and unexpected == ["ln_f.weight", "ln_f.bias"]  # post-LN has no final norm
+    x, _ = tiny_batch()
+    outputs = {}
+    for name, model in (("pre", pre), ("post", post)):
+        model.blocks[0].register_forward_hook(lambda m, i, o, name=name: outputs.__setitem__(name, o))
+        model.encode(x)
+    # the LayerNorms are still init's identity affine: a post-LN block's output is standardized per position
+    torch.testing.assert_close(outputs["post"].std(-1, unbiased=False), torch.ones(4, 32), atol=1e-3, rtol=0)
+    assert (outputs["pre"].std(-1) - 1).abs().mean() > 0.1
+    assert not torch.allclose(pre.encode(x), post.encode(x), atol=1e-2)
+
+
+def test_full_prediction_loss_equals_the_sparse_loss_on_the_same_masks():
+    torch.manual_seed(0)
+    sparse = Bert(BertConfig(**TINY, head_transform=True, decoder_bias=True))
+    full = Bert(BertConfig(**TINY, head_transform=True, decoder_bias=True, sparse_prediction=False))
+    full.load_state_dict(sparse.state_dict())
+    torch.nn.init.normal_(full.decoder.bias)  # a bias that matters
+    sparse.load_state_dict(full.state_dict())
+    x, y = tiny_batch()
+    sparse_logits, sparse_loss = sparse(x, labels=y)
+    full_logits, full_loss = full(x, labels=y)
+    torch.testing.assert_close(full_loss, sparse_loss)
+    pos = sparse.masked_positions(y)
+    torch.testing.assert_close(full_logits.gather(1, pos[:, :, None].expand(-1, -1, 320)), sparse_logits)
+    # with n_masked the sparse model takes labels masked at another rate (train.py's fixed validation masks)
+    g = torch.Generator().manual_seed(2)
+    x, y = mask_tokens(x, 0.5, MASK_ID, N_BPE, g)
+    logits, loss = sparse(x, labels=y, n_masked=16)
+    torch.testing.assert_close(loss, full(x, labels=y)[1])
+    assert logits.shape == (4, 16, 320)
 
 
 def test_optimizer_groups_decay_matrices_only():
@@ -159,6 +231,10 @@ def test_flops_and_mfu_match_a_hand_computation():
     expected = 6 * dense + 12 * L * T * C + 6 * 0.25 * C * V
     assert model.flops_per_token() == pytest.approx(expected)
     assert model.estimate_mfu(1000.0, 1e9) == pytest.approx(expected * 1000 / 1e9)
+    # BERT's: a plain FFN (n_inner out and back), the head transform and the decoder at every position
+    dense = L * (C * 3 * C + C * C + C * 64 + 64 * C)
+    expected = 6 * dense + 12 * L * T * C + 6 * 1.0 * C * (V + C)
+    assert Bert(BertConfig(**TINY, **BERT)).flops_per_token() == pytest.approx(expected)
 
 
 def test_masking_is_exact_and_80_10_10():

@@ -76,6 +76,7 @@ def test_loss_falls_clearly_on_real_text(data, tmp_path):
 @pytest.mark.parametrize("schedule, expected", [
     ("trapezoid", {1: 0.0, 2: 0.5, 11: 1.0, 19: 0.5}),  # step s runs at p = (s - 1) / 20: warmup 0.1, cooldown 0.2
     ("cosine", {1: 0.0, 2: 0.5, 3: 1.0, 12: 0.5, 20: (1 + math.cos(math.pi * 17 / 18)) / 2}),
+    ("linear", {1: 0.0, 2: 0.5, 3: 1.0, 12: 0.5, 20: 0.05 / 0.9}),  # BERT's: warmup 0.1 here, then down to 0 at p=1
 ])
 def test_schedules_and_the_batch_ramp_follow_progress(data, tmp_path, schedule, expected):
     r = train(data, tmp_path, "--max_steps=20", f"--schedule={schedule}", "--learning_rate=2e-3",
@@ -89,6 +90,30 @@ def test_schedules_and_the_batch_ramp_follow_progress(data, tmp_path, schedule, 
     batches = [x["batch_size"] for x in log]
     assert batches[0] == 8 and batches[5] == 8 + round((24 * 0.25) / 8) * 8 and set(batches[10:]) == {32}
     assert batches == sorted(batches)
+
+
+@pytest.mark.parametrize("preset, switches", [
+    ("config/bert_original_cpu.py", dict(norm_scheme="post", sparse_prediction=False, decoder_bias=True)),
+    ("config/bert_izsak_cpu.py", dict(norm_scheme="pre", sparse_prediction=True, decoder_bias=False)),
+])
+def test_the_papers_baseline_presets_train_learn_and_resume(data, tmp_path, preset, switches):
+    # the preset first, then the tiny shape; 15% training masks, validation on the fixed 25% masks
+    args = [preset, f"--data_dir={data}", f"--out_dir={tmp_path}", *TINY, "--learning_rate=1e-3"]
+    r = run("train.py", *args, "--max_steps=20", "--stop_at_step=10")
+    assert r.returncode == 0, r.stderr
+    r = run("train.py", *args, "--max_steps=20", "--init_from=resume")
+    assert r.returncode == 0, r.stderr
+    log = read_log(tmp_path)
+    ckpt = load_checkpoint(os.path.join(tmp_path, "ckpt.pt"))
+    args = ckpt["model_args"]
+    assert {k: args[k] for k in switches} == switches and args["mask_fraction"] == 0.15
+    assert args["positions"] == "learned" and args["ffn"] == "gelu" and args["head_transform"] and args["bias"]
+    lrs = {x["step"]: x["lr"] for x in log if "lr" in x}  # linear: step s at p = (s - 1) / 20
+    warmup = ckpt["config"]["warmup_fraction"]
+    assert lrs[1] == 0.0 and lrs[11] == pytest.approx(1e-3 * (1 - 0.5) / (1 - warmup))
+    assert {x["batch_size"] for x in log if "batch_size" in x} == {16}  # no ramp
+    vals = [x["val_loss"] for x in log if "val_loss" in x]
+    assert ckpt["step"] == 20 and vals == sorted(vals, reverse=True) and vals[-1] < vals[0] - 0.2, vals
 
 
 def test_never_seen_ids_keep_their_initial_rows(data, tmp_path):
@@ -311,7 +336,11 @@ def test_clear_errors(data, tmp_path):
     assert err(data, "--micro_batch_size=0") == "--micro_batch_size=0: must be at least 1"
     assert "is not a multiple of --n_head=5" in err(data, "--n_head=5")  # the model's shape, checked in BertConfig
     assert "--budget_hours=0.0" in err(data, "--budget_hours=0")
-    assert err(data, "--schedule=linear") == "--schedule=linear: unknown; use triangle, trapezoid or cosine"
+    assert err(data, "--schedule=step") == "--schedule=step: unknown; use triangle, trapezoid, cosine or linear"
+    assert err(data, "--schedule=linear", "--warmup_fraction=0") == (
+        "--warmup_fraction=0.0 with --schedule=linear: the warmup must take part of the budget, in (0, 1); "
+        "BERT's is 0.01")
+    assert err(data, "--norm_scheme=sandwich") == "--norm_scheme=sandwich: choose pre or post"
     assert err(data, "--max_steps=-3") == "--max_steps=-3: must be at least 0"  # trained forever before
     r = run("train.py", f"--data_dir={data}", "--compile=false")  # without TINY's --compile=False before it
     assert r.stderr.strip().splitlines()[-1] == "--compile='false': use one of None, True, False"
