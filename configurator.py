@@ -92,11 +92,17 @@ def _parse(raw, default):
 def _print_help(scope, keys):
     """The script's docstring, then each setting as --key=default with the comment from its line."""
     comments = {}
-    if os.path.isfile(scope.get("__file__") or ""):
-        with open(scope["__file__"]) as f:
+    script = scope.get("__file__") or ""
+    # a setting's comment is on its line: "name = value  # ..." at the top of the script, or for
+    # the model's settings (BertConfig's fields) "    name: type = value  # ..." in model.py
+    for path, prefix in ((script, ""), (os.path.join(os.path.dirname(script), "model.py"), "    ")):
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
             for line in f:
                 key, eq, rest = line.partition(" = ")
-                if eq and key in keys and key not in comments:
+                key = key.removeprefix(prefix).partition(":")[0]
+                if eq and key in keys and not comments.get(key):
                     comments[key] = rest.partition("  # ")[2].strip()
     print((scope.get("__doc__") or "").strip() + "\n\nsettings (default, then why):")
     for key in keys:
@@ -123,7 +129,7 @@ def configure(scope, args=None):
             if not os.path.isfile(arg):
                 raise CramError(f"config file {arg} not found: pass a path such as "
                                 f"config/cram_cpu.py, or --key=value")
-            # a preset may build on another: exec(open(os.path.join(os.path.dirname(__file__), ...
+            # __file__: a preset may build on another beside it (config/bert_original_cpu.py does)
             file_scope = {"__file__": os.path.abspath(arg)}
             try:
                 with open(arg) as f:

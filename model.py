@@ -2,20 +2,13 @@
 The crammed BERT of Geiping & Goldstein, "Cramming: Training a Language Model on a Single GPU in
 One Day" (arXiv 2212.14034), final recipe: the network, its masking, optimizer groups and FLOPs.
 
-The tweaks that make it cram, each a BertConfig field (default: crammed; original BERT in brackets):
-- bias=False: no biases in Linear layers, LayerNorms keep theirs [True]
-- norm_scheme="pre": LayerNorm before each sublayer and a final one; stable at a high peak learning
-  rate ["post": after each residual sum, no final norm]
-- ffn="gated": gated GELU (GLU), n_embd -> n_inner, half gates the other half, n_inner/2 -> n_embd
-  ["gelu": n_embd -> n_inner -> n_embd]
-- positions="sinusoid": fixed sinusoid times one learnable scalar ["learned": a table]; neither
-  recipe here has token-type embeddings
-- head_transform=False: the tied decoder reads the encoder's output [True: dense + GELU + LayerNorm]
-- decoder_bias=False [True]
-- sparse_prediction=True: only the masked positions reach the 50k-word decoder [False: all]
-- dropout=0.0 in pretraining [0.1]
-train.py and bench.py take every field as a setting of the same name: a new switch is a field here
-and a few lines in the layer it changes.
+The tweaks that make it cram, each a BertConfig switch (crammed default; BERT's value in brackets):
+no biases in Linear layers [bias=True]; pre-LayerNorm with a final LayerNorm, stable at a high peak
+learning rate [norm_scheme="post"]; gated-GELU feed-forward [ffn="gelu"]; a fixed sinusoid times one
+learnable scalar [positions="learned"]; no head transform or bias before the tied decoder
+[head_transform=True, decoder_bias=True]; sparse prediction, only the masked positions reach the
+50k-word decoder [sparse_prediction=False]; no dropout [dropout=0.1]. No token types in either.
+train.py and bench.py take every field as a setting of the same name.
 """
 import math
 from dataclasses import dataclass
@@ -32,9 +25,9 @@ class BertConfig:
     n_layer: int = 16
     n_head: int = 12
     n_embd: int = 768
-    n_inner: int = 3072  # the gated FFN's first projection; its output is half as wide
+    n_inner: int = 3072  # the FFN's hidden width (gated: half of it gates the other half)
     dropout: float = 0.0  # pretraining runs without dropout; fine-tuning uses 0.1
-    mask_fraction: float = 0.25  # masked positions per sequence: fixes the sparse decoder's shapes
+    mask_fraction: float = 0.25  # of each block: 80% [MASK], 10% random, 10% kept
     bias: bool = False  # biases in the blocks' (and the head transform's) Linear layers
     norm_scheme: str = "pre"  # pre | post
     ffn: str = "gated"  # gated | gelu
@@ -57,8 +50,7 @@ class BertConfig:
             if getattr(self, key) not in choices:
                 raise ValueError(f"--{key}={getattr(self, key)}: choose {' or '.join(choices)}")
         if self.ffn == "gated" and self.n_inner % 2:
-            raise ValueError(f"--n_inner={self.n_inner} must be even with --ffn=gated: half of "
-                             f"its width gates the other half")
+            raise ValueError(f"--n_inner={self.n_inner} must be even with --ffn=gated")
         masked = self.masked_per_block()
         if not 0 < masked <= self.block_size:
             raise ValueError(f"--mask_fraction={self.mask_fraction} masks {masked} of "
@@ -68,7 +60,11 @@ class BertConfig:
             raise ValueError(f"--dropout={self.dropout}: must be in [0, 1)")
 
     def masked_per_block(self, length=None):
-        return round(self.mask_fraction * (length or self.block_size))
+        return masked_count(self.mask_fraction, length or self.block_size)
+
+
+def masked_count(fraction, length):  # exact, whatever the text: static sparse decoder shapes
+    return round(fraction * length)
 
 
 def sinusoid(n_pos, dim):
@@ -82,10 +78,11 @@ class Embedding(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        if config.positions == "learned":
+        self.learned = config.positions == "learned"
+        if self.learned:
             self.wpe = nn.Embedding(config.block_size, config.n_embd)
         else:
-            # non-persistent: the sinusoid is recomputed, so it is no parameter and no checkpoint key
+            # non-persistent: recomputed, so no parameter and no checkpoint key
             pos = sinusoid(config.block_size, config.n_embd)
             self.register_buffer("pos", pos, persistent=False)
             self.pos_scale = nn.Parameter(torch.tensor(config.n_embd ** -0.5))
@@ -94,7 +91,7 @@ class Embedding(nn.Module):
 
     def forward(self, idx):
         T = idx.size(1)
-        pos = self.wpe.weight[:T] if hasattr(self, "wpe") else self.pos_scale * self.pos[:T]
+        pos = self.wpe.weight[:T] if self.learned else self.pos_scale * self.pos[:T]
         return self.drop(self.ln(self.wte(idx) + pos))
 
 
@@ -123,8 +120,7 @@ class FFN(nn.Module):
         super().__init__()
         self.gated = config.ffn == "gated"
         self.fc = nn.Linear(config.n_embd, config.n_inner, bias=config.bias)
-        width = config.n_inner // 2 if self.gated else config.n_inner
-        self.proj = nn.Linear(width, config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_inner // (1 + self.gated), config.n_embd, bias=config.bias)
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x):
@@ -194,8 +190,7 @@ class MaskedLMLoss(torch.autograd.Function):
     def backward(ctx, grad_loss):
         probs, t, valid, n = ctx.saved_tensors
         scale = (grad_loss / n * valid)[:, None].to(probs.dtype)
-        # in place: probs is not needed again (a second backward is refused by the saved tensor's
-        # version check)
+        # in place: probs is not needed again (its version check refuses a second backward)
         grad = probs.mul_(scale).scatter_add_(1, t, -scale)
         return grad.to(ctx.logits_dtype), None
 
@@ -241,9 +236,8 @@ class Bert(nn.Module):
         return F.linear(self.head(h), self.decoder.weight, bias)
 
     def forward(self, idx, attention_mask=None, labels=None, n_masked=None):
-        """labels: original ids at masked positions, -100 elsewhere, exactly n_masked per row
-        (default masked_per_block(); mask_tokens makes them so). With labels and sparse prediction,
-        logits are only for those positions."""
+        """labels: original ids at masked positions, -100 elsewhere, n_masked per row (default
+        masked_per_block(), as mask_tokens makes them); sparse prediction: only their logits."""
         h = self.encode(idx, attention_mask)
         if labels is None:
             return self.decode(h), None
@@ -255,10 +249,9 @@ class Bert(nn.Module):
         return logits, MaskedLMLoss.apply(logits.view(-1, logits.size(-1)), labels.reshape(-1))
 
     def masked_positions(self, labels, n_masked=None):
-        """(B, k) indices of the masked positions, in increasing order; labels.gather(1, pos) are
-        the targets of the sparse logits. A fixed k per row keeps shapes static for torch.compile; a
-        row with fewer masks gathers -100 slots that the loss ignores."""
-        k = n_masked or self.config.masked_per_block(labels.size(1))
+        """(B, k) indices of the masked positions, increasing; labels.gather(1, pos) are the sparse
+        logits' targets. A fixed k keeps shapes static; a row with fewer gathers ignored -100s."""
+        k = self.config.masked_per_block(labels.size(1)) if n_masked is None else n_masked
         is_masked = labels.ne(-100).to(torch.uint8)
         return is_masked.argsort(dim=1, descending=True, stable=True)[:, :k]
 
@@ -266,8 +259,8 @@ class Bert(nn.Module):
         # forward + backward = 3 x forward, and a matmul with N weights costs 2N FLOPs per token:
         #   6 * (matmul weights in the blocks)              the dense layers
         # + 12 * n_layer * block_size * n_embd              attention scores q@k and probs@v
-        # + 6 * predicted * n_embd * (vocab_size + n_embd)   decoder and head transform, at the
-        #   predicted positions: the masked fraction with sparse prediction, else all
+        # + 6 * predicted * n_embd * vocab_size            the decoder (+ n_embd^2: head transform)
+        #   at the predicted positions: the masked fraction with sparse prediction, else all
         # Embedding lookups, norms and the decoder's skipped positions are not counted.
         cfg = self.config
         dense = sum(m.weight.numel() for m in self.blocks.modules() if isinstance(m, nn.Linear))
@@ -320,7 +313,7 @@ def mask_tokens(idx, mask_fraction, mask_id, n_bpe, generator, random_pool=None)
     device. Special tokens (ids >= n_bpe) are chosen last: [SEP] is masked only in a row with
     little else."""
     B, T = idx.shape
-    k = round(mask_fraction * T)
+    k = masked_count(mask_fraction, T)
     scores = torch.rand(B, T, generator=generator, device=idx.device)
     scores.masked_fill_(idx >= n_bpe, 2.0)
     pos = scores.argsort(dim=1)[:, :k]

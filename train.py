@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import configurator
 from configurator import CramError, require_at_least
-from model import Bert, configure_optimizer, mask_tokens
+from model import Bert, configure_optimizer, mask_tokens, masked_count
 from prepare import Tokenizer, open_blocks, read_meta, read_token_counts
 from runtime import (amp_context, autocast_dtype, bert_config, dtype_name, grad_scaler,
                      load_checkpoint, model_settings, peak_flops, pick_device, save_checkpoint,
@@ -43,14 +43,12 @@ checkpoint_minutes = 30.0
 wandb_log = False
 wandb_project = "cram"
 wandb_run_name = "cram"
-# model (block_size and vocab_size come from the data's meta.json; 0 = take them from there)
-# every BertConfig field (model.py: the shape and the architecture switches, with the crammed
-# recipe's values and why) is a setting of the same name, e.g. --n_layer=4 --norm_scheme=post
+# model: every BertConfig field (model.py: the shape and the architecture switches, with the
+# crammed recipe's values) is a setting of the same name, e.g. --n_layer=4 --norm_scheme=post
 globals().update(model_settings())
-block_size = 0  # from the data (prepare.py's meta.json)
-vocab_size = 0
-mask_fraction = 0.25  # round(0.25 * block_size) masked per block: 80% [MASK], 10% random, 10% kept
-eval_mask_fraction = 0.25  # the validation masks, whatever mask_fraction: losses compare across runs
+block_size = 0  # 0: the data's (meta.json); anything else must agree with it
+vocab_size = 0  # 0: the data's (meta.json); anything else must agree with it
+eval_mask_fraction = 0.25  # validation masks, whatever mask_fraction: losses compare across runs
 # batch: a linear ramp from one micro step to batch_size over the first batch_ramp of the budget
 batch_size = 8192  # sequences per optimizer step at the end of the ramp
 batch_ramp = 0.6
@@ -87,11 +85,12 @@ if budget_hours <= 0 and max_steps <= 0:
                     f"--max_steps)")
 if schedule not in ("triangle", "trapezoid", "cosine", "linear"):
     raise CramError(f"--schedule={schedule}: unknown; use triangle, trapezoid, cosine or linear")
-if schedule != "triangle" and not 0 < warmup_fraction < 1:
+# trapezoid and linear divide by the warmup; cosine may start at its peak
+if schedule in ("trapezoid", "linear") and not 0 < warmup_fraction < 1:
     raise CramError(f"--warmup_fraction={warmup_fraction} with --schedule={schedule}: the warmup "
                     f"must take part of the budget, in (0, 1); BERT's is 0.01")
-if not 0 < eval_mask_fraction <= 1:
-    raise CramError(f"--eval_mask_fraction={eval_mask_fraction}: choose one in (0, 1]")
+if schedule == "cosine" and not 0 <= warmup_fraction < 1:
+    raise CramError(f"--warmup_fraction={warmup_fraction}: choose one in [0, 1)")
 if init_from not in ("scratch", "resume"):
     raise CramError(f"--init_from={init_from}: use 'scratch' or 'resume'")
 
@@ -164,6 +163,10 @@ if vocab_size and vocab_size != meta["vocab_size"]:
     raise CramError(f"--vocab_size={vocab_size} contradicts {meta_path} "
                     f"(vocab_size {meta['vocab_size']}): drop the setting")
 block_size = meta["block_size"]
+n_val_masked = masked_count(eval_mask_fraction, block_size)
+if not 0 < n_val_masked <= block_size:
+    raise CramError(f"--eval_mask_fraction={eval_mask_fraction} masks {n_val_masked} of "
+                    f"{block_size} positions per block: choose one in (0, 1]")
 train_data = open_blocks(data_dir, "train", block_size)
 val_data = open_blocks(data_dir, "val", block_size)
 n_train = len(train_data)
@@ -191,8 +194,10 @@ if ckpt is not None:
                             f"point --data_dir at the data it was trained on")
     # a resumed run keeps its model and its seed (the data order and masks follow it): a setting
     # that differs would be silently ignored or would re-read and skip blocks, so refuse it
+    # a checkpoint from before a switch existed was trained with its default
     given = {**model_args, "seed": seed}
-    for key, value in {**ckpt["model_args"], "seed": ckpt["config"]["seed"]}.items():
+    trained = {**model_settings(), **ckpt["model_args"], "seed": ckpt["config"]["seed"]}
+    for key, value in trained.items():
         if given.get(key) != value:
             raise CramError(f"--{key}={given.get(key)} but {ckpt_path} has {key}={value}: a "
                             f"resumed run keeps its model and seed; pass the settings (or config "
@@ -295,7 +300,6 @@ n_eval = min(eval_blocks, len(val_data)) // eval_batch * eval_batch
 val_x = torch.from_numpy(val_data[:n_eval].astype(np.int64)).to(device)
 val_gen = torch.Generator(device=device).manual_seed(0)
 val_x, val_y = mask_tokens(val_x, eval_mask_fraction, tok.mask_id, tok.n_bpe, val_gen, random_pool)
-n_val_masked = round(eval_mask_fraction * block_size)
 # a target train.bin never has cannot be predicted (its logit is -inf): it is not scored
 val_y = val_y.masked_fill((val_y >= 0) & ~seen[val_y.clamp(min=0)], -100)
 

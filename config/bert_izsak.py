@@ -6,16 +6,18 @@
 # final LayerNorm, eps 1e-12, dropout 0.1, learned positions, biases, sparse prediction, the MLM
 # head transform, AdamW lr 1e-3 betas 0.9/0.98 eps 1e-6 weight decay 0.01, 6% warmup then linear
 # decay to 0 at the time budget, batch 4096, no clipping, 15% masking 80/10/10.
-# Where this differs: their decoder bias is off under sparse prediction (Cramming's reproduction,
-# config/train/bert-izsak.yaml, turns it on and uses lr 2e-3, eps 1e-6 norms); they mask statically
-# (10 copies, at most 20 of 128 tokens) where cram masks exactly 19 afresh each step; they keep
-# token-type embeddings and no embedding LayerNorm, cram has no token types and always normalizes
-# the embedding; fp16 with DeepSpeed there, bf16 autocast here where the GPU has it.
+# Their decoder has no bias under sparse prediction (modeling.py, BertLMPredictionHead); Cramming's
+# reproduction (config/train/bert-izsak.yaml, config/arch/crammed-large-izsak.yaml) differs: decoder
+# bias on, lr 2e-3, LayerNorm eps 1e-6, no final LayerNorm. Not reproduced here: they mask
+# statically (10 copies, at most 20 of 128 tokens) where cram masks exactly 19 afresh each step;
+# they have token-type embeddings and no embedding LayerNorm (configs.py, layernorm_embedding=False)
+# where cram has no token types and always normalizes the embedding; fp16 with DeepSpeed there.
 out_dir = "out-bert-izsak"
 n_layer = 24
 n_head = 16
 n_embd = 1024
 n_inner = 4096
+norm_scheme = "pre"  # with a final LayerNorm
 bias = True
 positions = "learned"
 ffn = "gelu"

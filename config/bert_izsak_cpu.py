@@ -5,7 +5,9 @@
 # config/cram_cpu.py scales the crammed one: batch / 256 (4096 -> 16), peak learning rate x 2.
 import os
 
-exec(open(os.path.join(os.path.dirname(__file__), "bert_izsak.py")).read())
+# the full-size recipe, then what the CPU changes
+with open(os.path.join(os.path.dirname(__file__), "bert_izsak.py")) as f:
+    exec(compile(f.read(), f.name, "exec"))
 data_dir = "data/wikipedia"
 out_dir = "out-cpu-bert-izsak"
 budget_hours = 0.75

@@ -166,9 +166,14 @@ def test_every_switch_trains_and_reaches_every_parameter(switches):
     assert torch.isfinite(loss)
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
-    assert (hasattr(model.embed, "wpe") == (config.positions == "learned")
-            and (model.decoder.bias is not None) == config.decoder_bias
-            and (model.blocks[0].attn.qkv.bias is not None) == config.bias)
+    # each switch changed what it names
+    block = model.blocks[0]
+    assert hasattr(model.embed, "wpe") == (config.positions == "learned")
+    assert (model.decoder.bias is not None) == config.decoder_bias
+    assert (block.attn.qkv.bias is not None) == (block.ffn.proj.bias is not None) == config.bias
+    assert isinstance(model.ln_f, torch.nn.LayerNorm) == (config.norm_scheme == "pre") == (not block.post_norm)
+    assert block.ffn.proj.in_features == (64 if config.ffn == "gelu" else 32)
+    assert isinstance(model.head, torch.nn.Sequential) == config.head_transform
 
 
 def test_post_ln_normalizes_each_block_output_and_differs_from_pre_ln():
@@ -188,6 +193,12 @@ def test_post_ln_normalizes_each_block_output_and_differs_from_pre_ln():
     torch.testing.assert_close(outputs["post"].std(-1, unbiased=False), torch.ones(4, 32), atol=1e-3, rtol=0)
     assert (outputs["pre"].std(-1) - 1).abs().mean() > 0.1
     assert not torch.allclose(pre.encode(x), post.encode(x), atol=1e-2)
+    # and each block is BERT's, written out: normalize after each residual sum
+    b, h = post.blocks[1], outputs["post"]
+    h = b.ln1(h + b.attn.proj(F.scaled_dot_product_attention(*b.attn.qkv(h).view(4, 32, 3, 2, 16).permute(2, 0, 3, 1, 4))
+                             .transpose(1, 2).reshape(4, 32, 32)))
+    h = b.ln2(h + b.ffn.proj(F.gelu(b.ffn.fc(h)[..., 32:]) * b.ffn.fc(h)[..., :32]))
+    torch.testing.assert_close(post.encode(x), h)  # no final norm after post-LN blocks
 
 
 def test_full_prediction_loss_equals_the_sparse_loss_on_the_same_masks():

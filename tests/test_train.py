@@ -14,7 +14,7 @@ import torch
 
 from model import Bert, BertConfig
 from prepare import read_token_counts
-from runtime import load_checkpoint
+from runtime import load_checkpoint, save_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_TEXT = os.path.join(ROOT, "..", "shared", "text")
@@ -113,7 +113,46 @@ def test_the_papers_baseline_presets_train_learn_and_resume(data, tmp_path, pres
     assert lrs[1] == 0.0 and lrs[11] == pytest.approx(1e-3 * (1 - 0.5) / (1 - warmup))
     assert {x["batch_size"] for x in log if "batch_size" in x} == {16}  # no ramp
     vals = [x["val_loss"] for x in log if "val_loss" in x]
-    assert ckpt["step"] == 20 and vals == sorted(vals, reverse=True) and vals[-1] < vals[0] - 0.2, vals
+    assert ckpt["step"] == 20 and vals[-1] < vals[0] - 0.2, vals
+
+
+def test_validation_masks_stay_fixed_whatever_the_training_masking_rate(data, tmp_path):
+    # learning rate 0: the weights stay at their (seeded) init, so the validation loss depends only on the
+    # validation masks: the same for any --mask_fraction, different for another --eval_mask_fraction
+    def val_loss(*args):
+        out = tmp_path / "_".join(a.strip("-").replace("=", "") for a in args)
+        r = train(data, out, "--max_steps=1", "--learning_rate=0", *args)
+        assert r.returncode == 0, r.stderr
+        return read_log(out)[-1]["val_loss"]
+
+    base = val_loss("--mask_fraction=0.25")
+    assert val_loss("--mask_fraction=0.15") == base
+    assert val_loss("--mask_fraction=0.15", "--sparse_prediction=False") == pytest.approx(base, abs=1e-5)
+    # at init the model predicts nearly uniformly: other masks move the loss little (~4e-5), but they move it
+    assert val_loss("--eval_mask_fraction=0.5") != base
+
+
+def test_a_checkpoint_from_before_the_switches_resumes_as_the_crammed_model(data, tmp_path):
+    r = train(data, tmp_path, "--max_steps=4", "--stop_at_step=2")
+    assert r.returncode == 0, r.stderr
+    path = os.path.join(tmp_path, "ckpt.pt")
+    ckpt = load_checkpoint(path)
+    for key in ("bias", "norm_scheme", "ffn", "positions", "head_transform", "sparse_prediction", "norm_eps"):
+        del ckpt["model_args"][key]  # as an older train.py wrote them
+    save_checkpoint(path, ckpt)
+    r = train(data, tmp_path, "--max_steps=4", "--init_from=resume", "--sparse_prediction=False")
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines()[-1].startswith("--sparse_prediction=False but ")
+    r = train(data, tmp_path, "--max_steps=4", "--init_from=resume")
+    assert r.returncode == 0, r.stderr
+    assert load_checkpoint(path)["step"] == 4
+
+
+def test_help_lists_the_model_switches_with_their_comments_from_model_py():
+    r = run("train.py", "--help")
+    assert r.returncode == 0, r.stderr
+    assert "--norm_scheme='pre'  # pre | post" in r.stdout and "--sparse_prediction=True  # False: logits" in r.stdout
+    assert "--block_size=0  # 0: the data's" in r.stdout and "--schedule='triangle'  # triangle |" in r.stdout
 
 
 def test_never_seen_ids_keep_their_initial_rows(data, tmp_path):
