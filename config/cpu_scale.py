@@ -1,0 +1,14 @@
+# The laptop-CPU scale that config/cram_cpu.py and the baselines' _cpu presets share, so that their
+# comparison is at one shape, corpus and budget: the paper's ~1e18 FLOPs (a GPU day) scaled to ~1e14
+# (45 CPU minutes), on the Wikipedia sample in ../shared (prepare.py --dataset=../shared/wikipedia).
+data_dir = "data/wikipedia"  # 21.7M tokens of English Wikipedia: the paper's kind of corpus
+budget_hours = 0.75  # 45 minutes on 2 cores
+n_layer = 4  # 4 x 256: at ~1e14 FLOPs a small model learns more per FLOP than a wide one
+n_head = 4
+n_embd = 256
+n_inner = 1024
+micro_batch_size = 16  # bf16 on a CPU that reports bf16 units (avx512_bf16, AMX), else fp32
+eval_blocks = 256
+log_interval = 10
+checkpoint_minutes = 10.0
+compile = False  # torch.compile gains little on CPU and its compile time would eat the budget
