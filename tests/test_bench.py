@@ -7,6 +7,8 @@ import sys
 
 import torch
 
+from conftest import script_error
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--n_inner=64", "--micro_batch_size=4", "--accum_steps=2",
         "--steps=3", "--warmup_steps=1", "--dtype=float32"]
@@ -57,6 +59,9 @@ def test_bench_refuses_bad_settings_in_one_line():
                           (["--device=gpu"], "--device=gpu: use auto, cpu, cuda, cuda:N or mps"),
                           (["--compile=no"], "--compile='no': use one of None, True, False"),
                           *([(["--device=cuda:0"], "--device=cuda:0: this torch")] if not torch.cuda.is_available() else [])):
-        r = subprocess.run([sys.executable, "bench.py", *TINY, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-        assert r.stderr.strip().splitlines()[-1].startswith(message)
+        assert script_error("bench.py", *TINY, *args).startswith(message)
+    # as a user sees it: one line on stderr, exit status 1, no traceback
+    r = subprocess.run([sys.executable, "bench.py", *TINY, "--steps=0"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "--steps=0: must be at least 1"

@@ -15,6 +15,7 @@ import torch
 from model import Bert, BertConfig
 from prepare import read_token_counts
 from runtime import load_checkpoint, save_checkpoint
+from conftest import script_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_TEXT = os.path.join(ROOT, "..", "shared", "text")
@@ -140,9 +141,8 @@ def test_a_checkpoint_from_before_the_switches_resumes_as_the_crammed_model(data
     for key in ("bias", "norm_scheme", "ffn", "positions", "head_transform", "sparse_prediction", "norm_eps"):
         del ckpt["model_args"][key]  # as an older train.py wrote them
     save_checkpoint(path, ckpt)
-    r = train(data, tmp_path, "--max_steps=4", "--init_from=resume", "--sparse_prediction=False")
-    assert r.returncode != 0
-    assert r.stderr.strip().splitlines()[-1].startswith("--sparse_prediction=False but ")
+    assert script_error("train.py", f"--data_dir={data}", f"--out_dir={tmp_path}", *TINY, "--max_steps=4",
+                        "--init_from=resume", "--sparse_prediction=False").startswith("--sparse_prediction=False but ")
     r = train(data, tmp_path, "--max_steps=4", "--init_from=resume")
     assert r.returncode == 0, r.stderr
     assert load_checkpoint(path)["step"] == 4
@@ -230,16 +230,19 @@ def test_resuming_a_finished_run_after_a_torn_log_line_adds_nothing(data, tmp_pa
     assert r.returncode == 0, r.stderr
     assert read_log(tmp_path) == before and sum(bool(x.get("final")) for x in before) == 1
     # a resumed run keeps its model and its data: settings that contradict them are refused, not ignored
-    r = train(data, tmp_path, "--max_steps=4", "--init_from=resume", "--n_layer=3")
-    assert r.stderr.strip().splitlines()[-1].startswith("--n_layer=3 but") and "keeps its model" in r.stderr
+    def refusal(data_dir, *args):
+        return script_error("train.py", f"--data_dir={data_dir}", f"--out_dir={tmp_path}", *TINY, "--max_steps=4",
+                            "--init_from=resume", *args)
+
+    message = refusal(data, "--n_layer=3")
+    assert message.startswith("--n_layer=3 but") and "keeps its model" in message
     other_text = tmp_path / "other.txt"
     other_text.write_text("\n\n".join(f"Paragraph {i} of another corpus, with words enough to fill a block." * 8
                                       for i in range(200)))
     other = prepare(tmp_path, str(other_text), "other", "--split_paragraphs=True")
-    r = train(other, tmp_path, "--max_steps=4", "--init_from=resume")
-    assert r.returncode == 1 and "was trained on other data (source" in r.stderr.strip().splitlines()[-1], r.stderr
-    r = train(data, tmp_path, "--max_steps=4", "--init_from=resume", "--seed=7")  # the data order follows it
-    assert r.stderr.strip().splitlines()[-1].startswith("--seed=7 but") and "keeps its model and seed" in r.stderr
+    assert "was trained on other data (source" in refusal(other)
+    message = refusal(data, "--seed=7")  # the data order follows it
+    assert message.startswith("--seed=7 but") and "keeps its model and seed" in message
     r = train(data, tmp_path, "--max_steps=4", "--init_from=resume", "--learning_rate=5e-4")
     assert r.returncode == 0 and "differ from the checkpoint's run: learning_rate 0.001 -> 0.0005" in r.stdout
     # a finished run continued with a longer clock trains on and evaluates its new end
@@ -324,13 +327,11 @@ def test_ddp_two_ranks_on_cpu_stay_identical_learn_and_resume_bitwise(data, tmp_
     assert steps[-1]["loss"] < steps[0]["loss"] - 0.5
     # 8 per rank x 2 ranks, ramped to 2 micro steps: the first runs under no_sync, the second all-reduces
     assert steps[0]["batch_size"] == 16 and steps[-1]["batch_size"] == 32
-    # each rank's masks and dropout are seeded by (micro step, rank): a resumed DDP run needs no generator
-    # state, dropout included
-    with_dropout = tmp_path / "with_dropout"
-    ddp(with_dropout, "--dropout=0.1")
-    ddp(staged, "--dropout=0.1", "--stop_at_step=5")
-    ddp(staged, "--dropout=0.1", "--init_from=resume")
-    a = load_checkpoint(os.path.join(with_dropout, "ckpt.pt"))
+    # each rank's masks are seeded by (micro step, rank): a resumed DDP run needs no generator state
+    # (dropout draws from the same seed: test_resume_continues_bitwise resumes it exactly)
+    ddp(staged, "--stop_at_step=5")
+    ddp(staged, "--init_from=resume")
+    a = load_checkpoint(os.path.join(straight, "ckpt.pt"))
     b = load_checkpoint(os.path.join(staged, "ckpt.pt"))
     assert a["step"] == b["step"] == 12 and a["data_state"] == b["data_state"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
@@ -350,14 +351,14 @@ def test_non_finite_loss_stops_the_run_without_writing_a_checkpoint(data, tmp_pa
 
 def test_clear_errors(data, tmp_path):
     def err(data_dir, *args):
-        r = train(data_dir, tmp_path / "out", *args)
-        assert r.returncode != 0
-        assert "Traceback" not in r.stderr, r.stderr
-        return r.stderr.strip().splitlines()[-1]
+        return script_error("train.py", f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'out'}", *TINY, *args)
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert "run prepare.py" in err(empty) or "prepare the data first" in err(empty)
+    # as a user sees it: one line on stderr, exit status 1, no traceback
+    r = train(empty, tmp_path / "out")
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == err(empty) and "prepare the data first" in err(empty)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "meta.json").write_text(open(os.path.join(data, "meta.json")).read())
@@ -381,8 +382,9 @@ def test_clear_errors(data, tmp_path):
         "BERT's is 0.01")
     assert err(data, "--norm_scheme=sandwich") == "--norm_scheme=sandwich: choose pre or post"
     assert err(data, "--max_steps=-3") == "--max_steps=-3: must be at least 0"  # trained forever before
-    r = run("train.py", f"--data_dir={data}", "--compile=false")  # without TINY's --compile=False before it
-    assert r.stderr.strip().splitlines()[-1] == "--compile='false': use one of None, True, False"
+    # without TINY's --compile=False before it
+    assert script_error("train.py", f"--data_dir={data}", "--compile=false") == (
+        "--compile='false': use one of None, True, False")
     (tmp_path / "a_file").write_text("")
     assert err(data, f"--out_dir={tmp_path / 'a_file'}").endswith("a_file is a file: give a folder (it is created if missing)")
     (broken / "meta.json").write_text('{"block_size": ')
