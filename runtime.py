@@ -175,7 +175,7 @@ PEAK_FLOPS = {
 }
 
 
-def matmul_flops(device_type, dtype, n, reps=10, max_s=0.5):
+def matmul_flops(device_type, dtype, n, reps=10, max_s=1.0):
     """FLOP/s of an n x n matmul on the current device, the best of reps (at least 3, fewer than reps
     once max_s has passed)."""
     # its own generator: drawing from the global one would shift a run's random stream
@@ -189,7 +189,8 @@ def matmul_flops(device_type, dtype, n, reps=10, max_s=0.5):
         a @ b
         synchronize(device_type)
         best = min(best, time.perf_counter() - t0)
-        # a CPU without fast units takes ~0.2 s a rep: every run (and test) would pay 2 s to report MFU
+        # a CPU without fast units takes ~0.2 s a rep: every run (and test) would pay 2 s to report MFU;
+        # under a second of reps reads within ~5% of ten (the first reps run slow while the clock ramps)
         if rep >= 3 and time.perf_counter() - start > max_s:
             break
     return 2 * n**3 / best
