@@ -21,7 +21,10 @@ def script_error(script, *args):
     from configurator import CramError
 
     argv, hook, cwd = sys.argv, sys.excepthook, os.getcwd()
+    import torch
+
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32  # train.py sets them on CUDA
     sys.argv = [script, *args]
     os.chdir(ROOT)  # as the subprocess runs: presets and relative paths resolve from the checkout
     try:
@@ -34,4 +37,5 @@ def script_error(script, *args):
         os.chdir(cwd)
         for s, handler in handlers.items():
             signal.signal(s, handler)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     raise AssertionError(f"{script} {' '.join(args)} ran to the end instead of refusing")
