@@ -1,4 +1,6 @@
 import os
+import runpy
+import signal
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -15,14 +17,11 @@ def script_error(script, *args):
     subprocess is all torch's import (seconds per case on a slow CPU); tests that check many refusals
     use this, and a subprocess check per script keeps the printed form honest. Any other exception,
     or a script that finishes, fails the test."""
-    import runpy
-    import signal
+    import torch
 
     from configurator import CramError
 
     argv, hook, cwd = sys.argv, sys.excepthook, os.getcwd()
-    import torch
-
     handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32  # train.py sets them on CUDA
     sys.argv = [script, *args]

@@ -53,6 +53,11 @@ def train(data, out, *args, **kw):
     return run("train.py", f"--data_dir={data}", f"--out_dir={out}", *TINY, *args, **kw)
 
 
+def train_error(data, out, *args):
+    """The one-line refusal of what train(data, out, *args) would run (in this process: no torch import)."""
+    return script_error("train.py", f"--data_dir={data}", f"--out_dir={out}", *TINY, *args)
+
+
 def read_log(out):
     with open(os.path.join(out, "log.jsonl")) as f:
         return [json.loads(line) for line in f]
@@ -141,8 +146,8 @@ def test_a_checkpoint_from_before_the_switches_resumes_as_the_crammed_model(data
     for key in ("bias", "norm_scheme", "ffn", "positions", "head_transform", "sparse_prediction", "norm_eps"):
         del ckpt["model_args"][key]  # as an older train.py wrote them
     save_checkpoint(path, ckpt)
-    assert script_error("train.py", f"--data_dir={data}", f"--out_dir={tmp_path}", *TINY, "--max_steps=4",
-                        "--init_from=resume", "--sparse_prediction=False").startswith("--sparse_prediction=False but ")
+    assert train_error(data, tmp_path, "--max_steps=4", "--init_from=resume",
+                       "--sparse_prediction=False").startswith("--sparse_prediction=False but ")
     r = train(data, tmp_path, "--max_steps=4", "--init_from=resume")
     assert r.returncode == 0, r.stderr
     assert load_checkpoint(path)["step"] == 4
@@ -231,8 +236,7 @@ def test_resuming_a_finished_run_after_a_torn_log_line_adds_nothing(data, tmp_pa
     assert read_log(tmp_path) == before and sum(bool(x.get("final")) for x in before) == 1
     # a resumed run keeps its model and its data: settings that contradict them are refused, not ignored
     def refusal(data_dir, *args):
-        return script_error("train.py", f"--data_dir={data_dir}", f"--out_dir={tmp_path}", *TINY, "--max_steps=4",
-                            "--init_from=resume", *args)
+        return train_error(data_dir, tmp_path, "--max_steps=4", "--init_from=resume", *args)
 
     message = refusal(data, "--n_layer=3")
     assert message.startswith("--n_layer=3 but") and "keeps its model" in message
@@ -351,14 +355,15 @@ def test_non_finite_loss_stops_the_run_without_writing_a_checkpoint(data, tmp_pa
 
 def test_clear_errors(data, tmp_path):
     def err(data_dir, *args):
-        return script_error("train.py", f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'out'}", *TINY, *args)
+        return train_error(data_dir, tmp_path / "out", *args)
 
     empty = tmp_path / "empty"
     empty.mkdir()
     # as a user sees it: one line on stderr, exit status 1, no traceback
     r = train(empty, tmp_path / "out")
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-    assert r.stderr.strip().splitlines()[-1] == err(empty) and "prepare the data first" in err(empty)
+    message = err(empty)
+    assert r.stderr.strip().splitlines()[-1] == message and "prepare the data first" in message
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "meta.json").write_text(open(os.path.join(data, "meta.json")).read())
