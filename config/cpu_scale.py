@@ -1,9 +1,10 @@
 # The laptop-CPU scale that config/cram_cpu.py and the baselines' _cpu presets share, so that their
-# comparison is at one shape, corpus and budget: the paper's ~1e18 FLOPs (a GPU day) scaled to ~1e14
-# (45 CPU minutes), on the Wikipedia sample in ../shared (prepare.py --dataset=../shared/wikipedia).
+# comparison is at one shape, corpus and budget: the paper's ~1e18 FLOPs (a GPU day) scaled to ~1e15
+# (45 minutes of a 2-core CPU with bf16 units: 36.6M FLOPs a token x ~24M tokens), on the Wikipedia
+# sample in ../shared (prepare.py --dataset=../shared/wikipedia).
 data_dir = "data/wikipedia"  # 21.7M tokens of English Wikipedia: the paper's kind of corpus
 budget_hours = 0.75  # 45 minutes on 2 cores
-n_layer = 4  # 4 x 256: at ~1e14 FLOPs a small model learns more per FLOP than a wide one
+n_layer = 4  # 4 x 256: at ~1e15 FLOPs a small model learns more per FLOP than a wide one
 n_head = 4
 n_embd = 256
 n_inner = 1024
