@@ -51,7 +51,6 @@ weight_decay = 0.0
 warmup_fraction = 0.1  # linear warmup over this share of the steps, then cosine decay to 0
 grad_clip = 0.0  # clip the gradient norm to this; 0 = off (the paper's recipe does not clip)
 dropout = 0.1  # fine-tuning dropout; pretraining runs without
-pooling = "cls"  # cls: [CLS]'s final state (BERT's, the paper's) | mean: the tokens' average
 max_seq_len = 128  # tokens per example including [CLS]/[SEP]; pairs are truncated longest-first
 max_train_examples = 0  # > 0: fine-tune on a seeded random subset of this many (quick runs)
 num_threads = 0  # torch CPU threads; 0 = torch's default
@@ -110,8 +109,7 @@ PAPER = {
 }
 PAPER = {label: {**dict(zip(_AVERAGED, row[:9])), "avg": row[9]} for label, row in PAPER.items()}
 _RECIPE = ("epochs", "batch_size", "learning_rate", "betas", "eps", "weight_decay",
-           "warmup_fraction", "grad_clip", "dropout", "pooling", "max_seq_len",
-           "max_train_examples")
+           "warmup_fraction", "grad_clip", "dropout", "max_seq_len", "max_train_examples")
 
 # texts a, texts b (None for one-sentence tasks), labels
 Examples = namedtuple("Examples", "a b labels")
@@ -461,8 +459,7 @@ def load_source(ckpt_path):
 def build_model(state, args, name, device):
     labels = TASKS[name]["labels"]
     num_labels = labels if isinstance(labels, int) else len(labels)
-    model = BertForSequenceClassification(bert_config(**{**args, "dropout": dropout}), num_labels,
-                                          pooling)
+    model = BertForSequenceClassification(bert_config(**{**args, "dropout": dropout}), num_labels)
     if state is not None:
         model.load_pretrained(state)
     return model.to(device)
@@ -570,9 +567,6 @@ def main():
     require_at_least(1, seeds=seeds, epochs=epochs, batch_size=batch_size,
                      eval_batch_size=eval_batch_size)
     require_at_least(8, max_seq_len=max_seq_len)
-    if pooling not in BertForSequenceClassification.poolings:
-        raise CramError(f"--pooling={pooling}: choose "
-                        f"{' or '.join(BertForSequenceClassification.poolings)}")
     configurator.require_folder("out_dir", out_dir)
     if glue_dir is not None:  # find every missing file now, not hours in after the first tasks ran
         for name in names:

@@ -274,18 +274,14 @@ class Bert(nn.Module):
 
 
 class BertForSequenceClassification(nn.Module):
-    """GLUE: the encoder, pooled -> Linear(n_embd, 1024) -> tanh -> dropout -> Linear(1024,
-    num_labels). num_labels == 1 is regression (STS-B) with MSE; otherwise cross-entropy.
-    pooling "cls" reads [CLS]'s state (BERT's, the paper's); "mean" averages the real tokens'."""
-    poolings = ("cls", "mean")
+    """GLUE: the encoder, [CLS] pooling -> Linear(n_embd, 1024) -> tanh -> dropout ->
+    Linear(1024, num_labels). num_labels == 1 is regression (STS-B) with MSE; otherwise
+    cross-entropy."""
 
-    def __init__(self, config, num_labels, pooling="cls"):
+    def __init__(self, config, num_labels):
         super().__init__()
-        if pooling not in self.poolings:
-            raise ValueError(f"--pooling={pooling}: choose {' or '.join(self.poolings)}")
         self.config = config
         self.num_labels = num_labels
-        self.pooling = pooling
         self.bert = Bert(config)
         self.pooler = nn.Linear(config.n_embd, 1024)
         self.drop = nn.Dropout(config.dropout)
@@ -300,13 +296,7 @@ class BertForSequenceClassification(nn.Module):
         return missing, unexpected
 
     def forward(self, idx, attention_mask=None, labels=None):
-        h = self.bert.encode(idx, attention_mask)
-        if self.pooling == "cls":
-            h = h[:, 0]
-        else:  # padded positions carry states too: only the real tokens count
-            real = torch.ones_like(idx) if attention_mask is None else attention_mask
-            real = real[:, :, None].to(h.dtype)
-            h = (h * real).sum(1) / real.sum(1)
+        h = self.bert.encode(idx, attention_mask)[:, 0]
         logits = self.classifier(self.drop(torch.tanh(self.pooler(h))))
         if labels is None:
             return logits, None

@@ -279,12 +279,6 @@ def test_glue_average_is_the_mean_of_nine_numbers():
     assert fg.glue_average(table) is None
 
 
-def test_unknown_pooling_is_refused_before_any_work(tmp_path):
-    with pytest.raises(CramError, match="--pooling=max: choose cls or mean"):
-        fg.run(pooling="max", ckpt="none", out_dir=str(tmp_path / "never"))
-    assert not (tmp_path / "never").exists()
-
-
 def test_unknown_task_is_a_clear_error():
     with pytest.raises(CramError, match="unknown task 'mnlii'.*cola, sst2"):
         fg.resolve_tasks("mnlii")
@@ -323,16 +317,14 @@ def synthetic(rng, n, regression):
     return fg.Examples(a, b if regression else None, np.array(y, dtype=np.float32 if regression else np.int64))
 
 
-@pytest.mark.parametrize("task,metric,floor,kind,pooling", [("sst2", "accuracy", 95.0, "crammed", "cls"),
-                                                            ("stsb", "pearson", 85.0, "crammed", "cls"),
-                                                            ("sst2", "accuracy", 95.0, "bert", "cls"),
-                                                            ("sst2", "accuracy", 95.0, "crammed", "mean")])
-def test_tiny_pretrained_model_learns_a_synthetic_task(tiny_ckpt, bert_ckpt, tok, task, metric, floor, kind,
-                                                       pooling, capsys):
+@pytest.mark.parametrize("task,metric,floor,kind", [("sst2", "accuracy", 95.0, "crammed"),
+                                                    ("stsb", "pearson", 85.0, "crammed"),
+                                                    ("sst2", "accuracy", 95.0, "bert")])
+def test_tiny_pretrained_model_learns_a_synthetic_task(tiny_ckpt, bert_ckpt, tok, task, metric, floor, kind, capsys):
     rng = random.Random(0)
     state, args, tok, _ = fg.load_source(tiny_ckpt if kind == "crammed" else bert_ckpt)
     data = {"train": synthetic(rng, 192, task == "stsb"), task: synthetic(rng, 64, task == "stsb")}
-    with configurator.overridden(vars(fg), learning_rate=3e-3, epochs=6, dropout=0.0, pooling=pooling):
+    with configurator.overridden(vars(fg), learning_rate=3e-3, epochs=6, dropout=0.0):
         res = fg.run_task(task, data, tok, state, args, "cpu")
     assert "missing keys" not in capsys.readouterr().out  # every encoder weight came from the checkpoint
     assert res["median"][task][metric] > floor, res["runs"][0]["epochs"]

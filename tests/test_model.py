@@ -151,22 +151,6 @@ def test_classifier_loads_pretraining_weights_without_missing_encoder_keys():
     assert logits.shape == (4, 1) and loss.ndim == 0
 
 
-def test_mean_pooling_reads_only_the_real_tokens():
-    torch.manual_seed(0)
-    cls = BertForSequenceClassification(BertConfig(**TINY), num_labels=2).eval()
-    mean = BertForSequenceClassification(BertConfig(**TINY), num_labels=2, pooling="mean").eval()
-    mean.load_state_dict(cls.state_dict())
-    idx = torch.randint(0, N_BPE, (2, 12))
-    real = torch.ones(2, 12, dtype=torch.long)
-    real[1, 7:] = 0
-    other_padding = idx.clone()
-    other_padding[1, 7:] = 3
-    torch.testing.assert_close(mean(idx, real)[0], mean(other_padding, real)[0])  # padding is ignored
-    assert not torch.allclose(mean(idx, real)[0], cls(idx, real)[0])  # and the two read different states
-    with pytest.raises(ValueError, match="--pooling=max: choose cls or mean"):
-        BertForSequenceClassification(BertConfig(**TINY), num_labels=2, pooling="max")
-
-
 @pytest.mark.parametrize("switches", [{}, *({k: v} for k, v in BERT.items()), BERT, IZSAK],
                          ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "crammed")
 def test_every_switch_trains_and_reaches_every_parameter(switches):
