@@ -8,6 +8,7 @@ learning rate [norm_scheme="post"]; gated-GELU feed-forward [ffn="gelu"]; a fixe
 learnable scalar [positions="learned"]; no head transform or bias before the tied decoder
 [head_transform=True, decoder_bias=True]; sparse prediction, only the masked positions reach the
 50k-word decoder [sparse_prediction=False]; no dropout [dropout=0.1]. No token types in either.
+One switch is in neither recipe: positions="alibi", distances as a bias on the attention scores.
 train.py and bench.py take every field as a setting of the same name.
 """
 import math
@@ -31,7 +32,7 @@ class BertConfig:
     bias: bool = False  # biases in the blocks' (and the head transform's) Linear layers
     norm_scheme: str = "pre"  # pre | post
     ffn: str = "gated"  # gated | gelu
-    positions: str = "sinusoid"  # sinusoid | learned
+    positions: str = "sinusoid"  # sinusoid | learned | alibi
     head_transform: bool = False
     decoder_bias: bool = False  # a bias per word: a home for token frequencies
     sparse_prediction: bool = True  # False: logits at every position, the loss at the masked ones
@@ -46,7 +47,7 @@ class BertConfig:
             raise ValueError(f"--n_embd={self.n_embd} is not a multiple of --n_head={self.n_head}: "
                              f"every head gets n_embd / n_head dims")
         for key, choices in (("norm_scheme", ("pre", "post")), ("ffn", ("gated", "gelu")),
-                             ("positions", ("sinusoid", "learned"))):
+                             ("positions", ("sinusoid", "learned", "alibi"))):
             if getattr(self, key) not in choices:
                 raise ValueError(f"--{key}={getattr(self, key)}: choose {' or '.join(choices)}")
         if self.ffn == "gated" and self.n_inner % 2:
@@ -78,10 +79,10 @@ class Embedding(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.learned = config.positions == "learned"
-        if self.learned:
+        self.positions = config.positions
+        if self.positions == "learned":
             self.wpe = nn.Embedding(config.block_size, config.n_embd)
-        else:
+        elif self.positions == "sinusoid":
             # non-persistent: recomputed, so no parameter and no checkpoint key
             pos = sinusoid(config.block_size, config.n_embd)
             self.register_buffer("pos", pos, persistent=False)
@@ -90,9 +91,12 @@ class Embedding(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, idx):
-        T = idx.size(1)
-        pos = self.wpe.weight[:T] if self.learned else self.pos_scale * self.pos[:T]
-        return self.drop(self.ln(self.wte(idx) + pos))
+        x, T = self.wte(idx), idx.size(1)
+        if self.positions == "learned":
+            x = x + self.wpe.weight[:T]
+        elif self.positions == "sinusoid":
+            x = x + self.pos_scale * self.pos[:T]
+        return self.drop(self.ln(x))  # alibi: positions enter as Bert.alibi, in attention
 
 
 class SelfAttention(nn.Module):
@@ -109,7 +113,10 @@ class SelfAttention(nn.Module):
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        # bidirectional; with no mask (pretraining: full blocks) SDPA takes the flash kernel on GPU
+        # bidirectional; with no mask (pretraining: full blocks) SDPA takes the flash kernel on GPU;
+        # alibi's float mask takes the memory-efficient one, and must have autocast's dtype as q has
+        if attn_mask is not None and attn_mask.is_floating_point():
+            attn_mask = attn_mask.to(q.dtype)
         dropout_p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
         return self.drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
@@ -213,6 +220,11 @@ class Bert(nn.Module):
         # the ids the decoder may predict: train.py clears those train.bin never has, so the softmax
         # gives their rows no gradient (it would push every such row the same way: they collapse)
         self.register_buffer("decodable", torch.ones(config.vocab_size, dtype=torch.bool))
+        if config.positions == "alibi":  # -slope_h |i - j| on head h's scores, as MosaicBERT
+            dist = torch.arange(config.block_size)
+            slopes = 2.0 ** (-8.0 * torch.arange(1, config.n_head + 1) / config.n_head)
+            alibi = -slopes[:, None, None] * (dist - dist[:, None]).abs()
+            self.register_buffer("alibi", alibi, persistent=False)
         self.apply(init_weights)
 
     def num_params(self):
@@ -221,6 +233,9 @@ class Bert(nn.Module):
     def encode(self, idx, attention_mask=None):
         # attention_mask (B, T): True/1 for real tokens; padded keys are hidden from every query
         mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        if self.config.positions == "alibi":  # (H, T, T), or (B, H, T, T) with padded keys at -inf
+            bias = self.alibi[:, :idx.size(1), :idx.size(1)]
+            mask = bias if mask is None else bias.masked_fill(~mask, -math.inf)
         x = self.embed(idx)
         for block in self.blocks:
             x = block(x, mask)

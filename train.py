@@ -230,8 +230,8 @@ if ckpt is not None:
     ckpt = None  # free the host copy of the weights
 raw_model = model
 if ddp:
-    # the only buffers are the constant sinusoid and the decodable ids: no need to send them every
-    # forward (torch 2.13 renamed the option)
+    # the only buffers are the constant position tables and the decodable ids: no need to send them
+    # every forward (torch 2.13 renamed the option)
     if "forward_sync_buffers" in inspect.signature(DDP).parameters:
         no_buffer_sync = {"forward_sync_buffers": False}
     else:

@@ -52,7 +52,7 @@ def test_original_bert_has_the_parameter_count_derived_by_hand():
     (dict(n_inner=63), "--n_inner=63 must be even with --ffn=gated"),
     (dict(ffn="relu"), "--ffn=relu: choose gated or gelu"),
     (dict(norm_scheme="sandwich"), "--norm_scheme=sandwich: choose pre or post"),
-    (dict(positions="rotary"), "--positions=rotary: choose sinusoid or learned"),
+    (dict(positions="rotary"), "--positions=rotary: choose sinusoid or learned or alibi"),
     (dict(n_layer=0), "--n_layer=0: must be at least 1"),
     (dict(mask_fraction=0.01), "--mask_fraction=0.01 masks 0 of 32 positions"),
     (dict(dropout=1.0), "--dropout=1.0: must be in [0, 1)"),
@@ -123,13 +123,34 @@ def test_rows_with_fewer_masks_are_ignored_not_counted():
     torch.testing.assert_close(model(x, labels=y)[1], F.cross_entropy(full.view(-1, 320), y.view(-1), ignore_index=-100))
 
 
-def test_padding_with_mask_leaves_real_token_outputs_unchanged():
-    model = Bert(BertConfig(**TINY)).eval()
+@pytest.mark.parametrize("positions", ["sinusoid", "alibi"])
+def test_padding_with_mask_leaves_real_token_outputs_unchanged(positions):
+    model = Bert(BertConfig(**TINY, positions=positions)).eval()
     idx = torch.randint(0, N_BPE, (2, 10))
     padded = torch.cat([idx, torch.full((2, 6), 303)], dim=1)
     mask = torch.cat([torch.ones(2, 10), torch.zeros(2, 6)], dim=1)
     torch.testing.assert_close(model.encode(padded, mask)[:, :10], model.encode(idx), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(model.encode(padded)[:, :10], model.encode(idx), atol=1e-5)  # the mask matters
+
+
+def test_alibi_biases_scores_by_distance_and_knows_no_absolute_position():
+    torch.manual_seed(0)
+    model = Bert(BertConfig(**TINY, positions="alibi")).eval()
+    # head h of H gets -|i - j| / 2^(8h/H): here slopes 1/16 and 1/256
+    assert model.alibi[0, 3, 7] == -4 / 16 and model.alibi[1, 9, 1] == -8 / 256 and model.alibi[:, 5, 5].eq(0).all()
+    attn, x = model.blocks[0].attn, torch.randn(1, 32, 32)
+    with torch.no_grad():
+        attn.qkv.weight[:64] = 0  # q = k = 0: the scores are the bias alone
+        v = (x @ attn.qkv.weight[64:].T).view(1, 32, 2, 16).transpose(1, 2)
+        expected = (torch.softmax(model.alibi, dim=-1) @ v).transpose(1, 2).reshape(1, 32, 32)
+        torch.testing.assert_close(attn(x, model.alibi), attn.proj(expected))
+    # only distances count: a sequence after 6 padded positions encodes as it does alone
+    idx = torch.randint(0, N_BPE, (2, 10))
+    shifted = torch.cat([torch.full((2, 6), 303), idx], dim=1)
+    mask = torch.cat([torch.zeros(2, 6), torch.ones(2, 10)], dim=1)
+    torch.testing.assert_close(model.encode(shifted, mask)[:, 6:], model.encode(idx), rtol=1e-5, atol=1e-5)
+    sinusoid = Bert(BertConfig(**TINY)).eval()  # absolute positions: the same shift changes every output
+    assert not torch.allclose(sinusoid.encode(shifted, mask)[:, 6:], sinusoid.encode(idx), atol=1e-3)
 
 
 def test_decoder_is_tied_to_the_embedding():
@@ -151,7 +172,7 @@ def test_classifier_loads_pretraining_weights_without_missing_encoder_keys():
     assert logits.shape == (4, 1) and loss.ndim == 0
 
 
-@pytest.mark.parametrize("switches", [{}, *({k: v} for k, v in BERT.items()), BERT, IZSAK],
+@pytest.mark.parametrize("switches", [{}, *({k: v} for k, v in BERT.items()), dict(positions="alibi"), BERT, IZSAK],
                          ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "crammed")
 def test_every_switch_trains_and_reaches_every_parameter(switches):
     torch.manual_seed(0)
