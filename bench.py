@@ -167,7 +167,7 @@ if "measured" in peak_source:
 print(f"peak {peak:.4g} FLOP/s ({peak_source})")
 tokens = steps * accum_steps * micro_batch_size * block_size
 tokens_per_sec = tokens / dt
-mfu = model.estimate_mfu(tokens_per_sec, peak)
+mfu = model.flops_per_token() * tokens_per_sec / peak
 print(f"tokens/s {tokens_per_sec:,.0f} | sequences/s {tokens_per_sec / block_size:,.1f} | "
       f"ms/step {1000 * dt / steps:.1f} | MFU {100 * mfu:.1f}% | "
       f"FLOPs/token {model.flops_per_token():.4g} | compile+first step {first_step_s:.1f}s | "

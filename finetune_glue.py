@@ -29,7 +29,7 @@ from configurator import CramError, require_at_least
 from model import BertForSequenceClassification, configure_optimizer
 from prepare import Tokenizer
 from runtime import (amp_context, autocast_dtype, bert_config, dtype_name, grad_scaler,
-                     load_checkpoint, pick_device, to_device)
+                     load_checkpoint, model_settings, pick_device, to_device)
 
 # -----------------------------------------------------------------------------
 # settings: override with a config file or --key=value (see configurator.py)
@@ -54,12 +54,12 @@ dropout = 0.1  # fine-tuning dropout; pretraining runs without
 max_seq_len = 128  # tokens per example including [CLS]/[SEP]; pairs are truncated longest-first
 max_train_examples = 0  # > 0: fine-tune on a seeded random subset of this many (quick runs)
 num_threads = 0  # torch CPU threads; 0 = torch's default
-# the model's shape when ckpt="none" (with a checkpoint, the shape and tokenizer come from it)
+# the model when ckpt="none" (a checkpoint brings its own): the tokenizer and every BertConfig field
+# as a setting of the same name, as in train.py, so that the baseline of an alibi or post-LN
+# checkpoint has its architecture too (e.g. --n_layer=4 --positions=alibi); not these three:
 tokenizer = "gpt2"
-n_layer = 16
-n_head = 12
-n_embd = 768
-n_inner = 3072
+_NOT_SETTINGS = ("vocab_size", "block_size", "dropout")  # the tokenizer's; max_seq_len; dropout
+globals().update({k: v for k, v in model_settings().items() if k not in _NOT_SETTINGS})
 # -----------------------------------------------------------------------------
 
 # the tasks. Both sources are mapped onto the hub's conventions (fields, label ids), so that a score
@@ -433,8 +433,8 @@ def load_source(ckpt_path):
     the settings give."""
     if ckpt_path == "none":
         tok = Tokenizer(tokenizer)
-        args = dict(vocab_size=tok.vocab_size, block_size=max_seq_len, n_layer=n_layer,
-                    n_head=n_head, n_embd=n_embd, n_inner=n_inner)
+        args = {k: globals()[k] for k in model_settings() if k not in _NOT_SETTINGS}
+        args.update(vocab_size=tok.vocab_size, block_size=max_seq_len)
         bert_config(**args, dropout=dropout)  # a bad shape is refused now, not after tokenizing
         info = {"ckpt": "none", "ckpt_step": 0, "tokens_seen": 0, "model_args": args,
                 "weights_checksum": None}
@@ -460,8 +460,8 @@ def build_model(state, args, name, device):
     labels = TASKS[name]["labels"]
     num_labels = labels if isinstance(labels, int) else len(labels)
     model = BertForSequenceClassification(bert_config(**{**args, "dropout": dropout}), num_labels)
-    if state is not None:
-        model.load_pretrained(state)
+    if state is not None:  # strict, as train.py's resume and fill_mask.py load: no key is skipped
+        model.bert.load_state_dict(state)
     return model.to(device)
 
 

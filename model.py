@@ -7,9 +7,8 @@ no biases in Linear layers [bias=True]; pre-LayerNorm with a final LayerNorm, st
 learning rate [norm_scheme="post"]; gated-GELU feed-forward [ffn="gelu"]; a fixed sinusoid times one
 learnable scalar [positions="learned"]; no head transform or bias before the tied decoder
 [head_transform=True, decoder_bias=True]; sparse prediction, only the masked positions reach the
-50k-word decoder [sparse_prediction=False]; no dropout [dropout=0.1]. No token types in either.
-One switch is in neither recipe: positions="alibi", distances as a bias on the attention scores.
-train.py and bench.py take every field as a setting of the same name.
+50k-word decoder [sparse_prediction=False]; no dropout [dropout=0.1]. No token types in either. In
+neither recipe: positions="alibi". train.py and bench.py take every field as a --setting.
 """
 import math
 from dataclasses import dataclass
@@ -52,16 +51,13 @@ class BertConfig:
                 raise ValueError(f"--{key}={getattr(self, key)}: choose {' or '.join(choices)}")
         if self.ffn == "gated" and self.n_inner % 2:
             raise ValueError(f"--n_inner={self.n_inner} must be even with --ffn=gated")
-        masked = self.masked_per_block()
+        masked = masked_count(self.mask_fraction, self.block_size)
         if not 0 < masked <= self.block_size:
             raise ValueError(f"--mask_fraction={self.mask_fraction} masks {masked} of "
                              f"{self.block_size} positions per block: choose one in (0, 1], "
                              f"the paper uses 0.25")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"--dropout={self.dropout}: must be in [0, 1)")
-
-    def masked_per_block(self, length=None):
-        return masked_count(self.mask_fraction, length or self.block_size)
 
 
 def masked_count(fraction, length):  # exact, whatever the text: static sparse decoder shapes
@@ -251,8 +247,8 @@ class Bert(nn.Module):
         return F.linear(self.head(h), self.decoder.weight, bias)
 
     def forward(self, idx, attention_mask=None, labels=None, n_masked=None):
-        """labels: original ids at masked positions, -100 elsewhere, n_masked per row (default
-        masked_per_block(), as mask_tokens makes them); sparse prediction: only their logits."""
+        """labels: original ids at the masked positions, -100 elsewhere; n_masked of them per row
+        (default: masked_count of the length, as mask_tokens makes). Sparse: decodes only those."""
         h = self.encode(idx, attention_mask)
         if labels is None:
             return self.decode(h), None
@@ -266,7 +262,7 @@ class Bert(nn.Module):
     def masked_positions(self, labels, n_masked=None):
         """(B, k) indices of the masked positions, increasing; labels.gather(1, pos) are the sparse
         logits' targets. A fixed k keeps shapes static; a row with fewer gathers ignored -100s."""
-        k = self.config.masked_per_block(labels.size(1)) if n_masked is None else n_masked
+        k = n_masked or masked_count(self.config.mask_fraction, labels.size(1))
         is_masked = labels.ne(-100).to(torch.uint8)
         return is_masked.argsort(dim=1, descending=True, stable=True)[:, :k]
 
@@ -275,8 +271,7 @@ class Bert(nn.Module):
         #   6 * (matmul weights in the blocks)              the dense layers
         # + 12 * n_layer * block_size * n_embd              attention scores q@k and probs@v
         # + 6 * predicted * n_embd * vocab_size            the decoder (+ n_embd^2: head transform)
-        #   at the predicted positions: the masked fraction with sparse prediction, else all
-        # Embedding lookups, norms and the decoder's skipped positions are not counted.
+        #   predicted: the masked fraction if sparse prediction, else 1; lookups, norms not counted
         cfg = self.config
         dense = sum(m.weight.numel() for m in self.blocks.modules() if isinstance(m, nn.Linear))
         attention = 12 * cfg.n_layer * cfg.block_size * cfg.n_embd
@@ -284,18 +279,13 @@ class Bert(nn.Module):
         head = cfg.n_embd * (cfg.vocab_size + cfg.n_embd * cfg.head_transform)
         return 6 * dense + attention + 6 * predicted * head
 
-    def estimate_mfu(self, tokens_per_sec, peak_flops):
-        return self.flops_per_token() * tokens_per_sec / peak_flops
-
 
 class BertForSequenceClassification(nn.Module):
-    """GLUE: the encoder, [CLS] pooling -> Linear(n_embd, 1024) -> tanh -> dropout ->
-    Linear(1024, num_labels). num_labels == 1 is regression (STS-B) with MSE; otherwise
-    cross-entropy."""
+    """GLUE: the encoder, [CLS] -> Linear(n_embd, 1024) -> tanh -> dropout -> Linear(1024,
+    num_labels); num_labels == 1 is regression (STS-B) with MSE, otherwise cross-entropy."""
 
     def __init__(self, config, num_labels):
         super().__init__()
-        self.config = config
         self.num_labels = num_labels
         self.bert = Bert(config)
         self.pooler = nn.Linear(config.n_embd, 1024)
@@ -303,12 +293,6 @@ class BertForSequenceClassification(nn.Module):
         self.classifier = nn.Linear(1024, num_labels)
         self.pooler.apply(init_weights)
         self.classifier.apply(init_weights)
-
-    def load_pretrained(self, state_dict):
-        missing, unexpected = self.bert.load_state_dict(state_dict, strict=False)
-        if missing or unexpected:
-            print(f"load_pretrained: missing keys {missing}, unexpected keys {unexpected}")
-        return missing, unexpected
 
     def forward(self, idx, attention_mask=None, labels=None):
         h = self.bert.encode(idx, attention_mask)[:, 0]

@@ -496,7 +496,7 @@ while True:
             tokens_per_sec = (tokens_seen - tokens_last_log) / max(dt, 1e-9)
             record = {"step": step, "loss": loss.item(), "lr": lr, "batch_size": current_batch,
                       "tokens_per_sec": tokens_per_sec,
-                      "mfu": raw_model.estimate_mfu(tokens_per_sec / world_size, peak),
+                      "mfu": raw_model.flops_per_token() * tokens_per_sec / world_size / peak,
                       "data_wait": data_wait_s / max(dt, 1e-9),
                       "skipped": int(skipped_total.item()), "tokens_seen": tokens_seen,
                       "elapsed_s": elapsed_s}
