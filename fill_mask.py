@@ -14,7 +14,7 @@ import configurator
 from configurator import CramError
 from model import Bert
 from prepare import Tokenizer
-from runtime import bert_config, load_checkpoint, pick_device
+from runtime import bert_config, load_checkpoint, load_weights, pick_device
 
 # -----------------------------------------------------------------------------
 ckpt = "out/ckpt.pt"  # a checkpoint written by train.py
@@ -66,7 +66,7 @@ def load_model(path, device_name):
     checkpoint = load_checkpoint(path)
     tok = Tokenizer.from_meta(checkpoint["meta"], source=path)
     model = Bert(bert_config(**checkpoint["model_args"]))
-    model.load_state_dict(checkpoint["model"])
+    load_weights(model, checkpoint["model"], path)
     return model.to(device_name).eval(), tok, checkpoint["step"]
 
 

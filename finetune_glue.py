@@ -29,7 +29,7 @@ from configurator import CramError, require_at_least
 from model import BertForSequenceClassification, configure_optimizer
 from prepare import Tokenizer
 from runtime import (amp_context, autocast_dtype, bert_config, dtype_name, grad_scaler,
-                     load_checkpoint, model_settings, pick_device, to_device)
+                     load_checkpoint, load_weights, model_settings, pick_device, to_device)
 
 # -----------------------------------------------------------------------------
 # settings: override with a config file or --key=value (see configurator.py)
@@ -460,8 +460,8 @@ def build_model(state, args, name, device):
     labels = TASKS[name]["labels"]
     num_labels = labels if isinstance(labels, int) else len(labels)
     model = BertForSequenceClassification(bert_config(**{**args, "dropout": dropout}), num_labels)
-    if state is not None:  # strict, as train.py's resume and fill_mask.py load: no key is skipped
-        model.bert.load_state_dict(state)
+    if state is not None:
+        load_weights(model.bert, state, ckpt)
     return model.to(device)
 
 

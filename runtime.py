@@ -269,6 +269,21 @@ def save_checkpoint(path, ckpt):
     os.replace(tmp, path)
 
 
+def load_weights(model, state, path):
+    """Strict, in one line: a checkpoint written by another version of the network (a fork that renamed
+    or reshaped a layer) is refused by name instead of being half loaded or failing with a page."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or reshaped:
+        kinds = (("missing", missing), ("unexpected", unexpected), ("other shape", reshaped))
+        found = (f"{kind} {keys[:3]}" for kind, keys in kinds if keys)
+        raise CramError(f"{path}: its weights do not fit this model.py ({'; '.join(found)}): load it "
+                        f"with the model.py that wrote it")
+    model.load_state_dict(state)
+
+
 def load_checkpoint(path, device="cpu"):
     if not os.path.isfile(path):
         raise CramError(f"{path}: no such checkpoint; train one with train.py, or give the right "

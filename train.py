@@ -26,8 +26,8 @@ from configurator import CramError, require_at_least
 from model import Bert, configure_optimizer, mask_tokens, masked_count
 from prepare import Tokenizer, open_blocks, read_meta, read_token_counts
 from runtime import (amp_context, autocast_dtype, bert_config, dtype_name, grad_scaler,
-                     load_checkpoint, model_settings, peak_flops, pick_device, save_checkpoint,
-                     synchronize, to_device, train_step, wants_compile)
+                     load_checkpoint, load_weights, model_settings, peak_flops, pick_device,
+                     save_checkpoint, synchronize, to_device, train_step, wants_compile)
 
 # -----------------------------------------------------------------------------
 # settings: the paper's final recipe; override with config/*.py files and --key=value
@@ -223,7 +223,7 @@ model.decodable.copy_(seen)
 random_pool = torch.nonzero(seen[:tok.n_bpe]).squeeze(1)
 optimizer = configure_optimizer(model, weight_decay, learning_rate, betas, eps, device_type)
 if ckpt is not None:
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"], ckpt_path)
     optimizer.load_state_dict(ckpt["optimizer"])
     if ckpt["scaler"] and scaler.is_enabled():  # empty when the run it came from used bf16 or fp32
         scaler.load_state_dict(ckpt["scaler"])

@@ -61,3 +61,17 @@ def test_errors_in_one_line(tiny, tmp_path):
     assert "cannot be read as a checkpoint" in script_error("fill_mask.py", f"--ckpt={tmp_path / 'bad.pt'}")
     r = cli(f"--ckpt={tiny}", "--text=Hello [MASK] world.", "--top_k=3")
     assert r.returncode == 0 and "[MASK] 1 (token 2):" in r.stdout and "top fills: Hello" in r.stdout
+
+
+def test_weights_of_another_network_are_refused_by_name(tiny, tmp_path):
+    # a fork renamed a layer after training: every script that loads weights names the file and the keys
+    ckpt = torch.load(tiny, weights_only=True)
+    ckpt["model"]["ln_final.weight"] = ckpt["model"].pop("ln_f.weight")
+    path = str(tmp_path / "renamed.pt")
+    torch.save(ckpt, path)
+    err = script_error("fill_mask.py", f"--ckpt={path}", "--text=Hello [MASK].")
+    assert err.startswith(f"{path}: its weights do not fit this model.py")
+    assert "missing ['ln_f.weight']" in err and "unexpected ['ln_final.weight']" in err
+    ckpt["model"]["ln_f.weight"] = ckpt["model"].pop("ln_final.weight")[:8]
+    torch.save(ckpt, path)
+    assert "other shape ['ln_f.weight']" in script_error("fill_mask.py", f"--ckpt={path}", "--text=Hello [MASK].")
