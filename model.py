@@ -262,7 +262,7 @@ class Bert(nn.Module):
     def masked_positions(self, labels, n_masked=None):
         """(B, k) indices of the masked positions, increasing; labels.gather(1, pos) are the sparse
         logits' targets. A fixed k keeps shapes static; a row with fewer gathers ignored -100s."""
-        k = n_masked or masked_count(self.config.mask_fraction, labels.size(1))
+        k = masked_count(self.config.mask_fraction, labels.size(1)) if n_masked is None else n_masked
         is_masked = labels.ne(-100).to(torch.uint8)
         return is_masked.argsort(dim=1, descending=True, stable=True)[:, :k]
 

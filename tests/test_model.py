@@ -11,8 +11,8 @@ import runtime
 from configurator import CramError
 from model import (Bert, BertConfig, BertForSequenceClassification, MaskedLMLoss, configure_optimizer, mask_tokens,
                    masked_count)
-from runtime import (autocast_dtype, bert_config, is_out_of_memory, load_checkpoint, peak_flops, pick_device,
-                     save_checkpoint)
+from runtime import (autocast_dtype, bert_config, is_out_of_memory, load_checkpoint, load_weights, peak_flops,
+                     pick_device, save_checkpoint)
 
 TINY = dict(vocab_size=320, block_size=32, n_layer=2, n_head=2, n_embd=32, n_inner=64)
 # the original BERT's switches (config/bert_original.py); each alone is one of the paper's ablations
@@ -163,7 +163,7 @@ def test_decoder_is_tied_to_the_embedding():
 def test_classifier_loads_pretraining_weights_without_missing_encoder_keys():
     pretrained = Bert(BertConfig(**TINY))
     clf = BertForSequenceClassification(BertConfig(**TINY, dropout=0.1), num_labels=3)
-    clf.bert.load_state_dict(pretrained.state_dict())  # as finetune_glue.py loads: strict
+    load_weights(clf.bert, pretrained.state_dict(), "pretrained")  # as finetune_glue.py loads: strict
     torch.testing.assert_close(clf.bert.embed.wte.weight, pretrained.embed.wte.weight)
     logits, loss = clf(torch.randint(0, N_BPE, (4, 12)), torch.ones(4, 12), torch.tensor([0, 1, 2, 0]))
     assert logits.shape == (4, 3) and loss.ndim == 0
@@ -182,7 +182,8 @@ def test_every_switch_trains_and_reaches_every_parameter(switches):
     if config.mask_fraction != 0.25:
         x, y = mask_tokens(x, config.mask_fraction, MASK_ID, N_BPE, torch.Generator().manual_seed(1))
     logits, loss = model(x, labels=y)
-    assert logits.shape == (4, 32 if not config.sparse_prediction else masked_count(config.mask_fraction, config.block_size), 320)
+    predicted = masked_count(config.mask_fraction, config.block_size) if config.sparse_prediction else 32
+    assert logits.shape == (4, predicted, 320)
     loss.backward()
     assert torch.isfinite(loss)
     for name, p in model.named_parameters():
