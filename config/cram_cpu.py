@@ -11,4 +11,6 @@ with open(os.path.join(os.path.dirname(__file__), "cpu_scale.py")) as f:
 out_dir = "out-cpu"
 batch_size = 32  # 8192 would give a handful of steps here; 16 until 30% of the budget, then 32
 # (the batch ramp over the first 60% rounds to whole micro batches)
+# Slower than ~8,100 tokens/s (bench.py)? --max_steps=6870 replaces the 45-minute clock by a step clock
+# whose triangle and ramp span the same 23.9M tokens (0.3 x 6870 steps of 16 x 128, then 32 x 128)
 learning_rate = 2e-3  # twice the paper's peak: small batches and a short run want a larger step
