@@ -26,10 +26,11 @@ import torch
 
 import configurator
 from configurator import CramError, require_at_least
-from model import BertForSequenceClassification, configure_optimizer
+from model import Bert, BertForSequenceClassification, configure_optimizer
 from prepare import Tokenizer
-from runtime import (amp_context, autocast_dtype, bert_config, dtype_name, grad_scaler,
-                     load_checkpoint, load_weights, model_settings, pick_device, to_device)
+from runtime import (amp_context, autocast_dtype, bert_config, check_weights, dtype_name,
+                     grad_scaler, load_checkpoint, load_weights, model_settings, pick_device,
+                     to_device)
 
 # -----------------------------------------------------------------------------
 # settings: override with a config file or --key=value (see configurator.py)
@@ -450,6 +451,14 @@ def load_source(ckpt_path):
     if max_seq_len > block:
         raise CramError(f"--max_seq_len={max_seq_len} exceeds the checkpoint's block_size {block}: "
                         f"pass --max_seq_len={block} or less")
+    with torch.device("meta"):  # shapes only: another model.py's checkpoint is refused now, not
+        encoder = Bert(bert_config(**args))  # after the first task's tokenizing
+    check_weights(encoder, checkpoint["model"], ckpt_path)
+    defaults = model_settings()
+    ignored = [f"{k}={globals()[k]!r} (the checkpoint: {args[k]!r})" for k in defaults
+               if k in args and k not in _NOT_SETTINGS and args[k] != globals()[k] != defaults[k]]
+    if ignored:  # config/glue_cpu.py's shape is the baseline's; a checkpoint brings its own
+        print(f"the architecture is {ckpt_path}'s; ignoring {', '.join(ignored)}")
     info = {"ckpt": ckpt_path, "ckpt_step": checkpoint.get("step"),
             "tokens_seen": checkpoint.get("tokens_seen"), "model_args": args,
             "weights_checksum": weights_checksum(checkpoint["model"])}

@@ -272,6 +272,13 @@ def save_checkpoint(path, ckpt):
 def load_weights(model, state, path):
     """Strict, in one line: a checkpoint written by another version of the network (a fork that renamed
     or reshaped a layer) is refused by name instead of being half loaded or failing with a page."""
+    check_weights(model, state, path)
+    model.load_state_dict(state)
+
+
+def check_weights(model, state, path):
+    """load_weights' refusal without the loading: names and shapes are all it reads, so a model built
+    on the meta device (no memory, no init) checks a checkpoint before hours of other work."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -281,7 +288,6 @@ def load_weights(model, state, path):
         found = (f"{kind} {keys[:3]}" for kind, keys in kinds if keys)
         raise CramError(f"{path}: its weights do not fit this model.py ({'; '.join(found)}): load it "
                         f"with the model.py that wrote it")
-    model.load_state_dict(state)
 
 
 def load_checkpoint(path, device="cpu"):

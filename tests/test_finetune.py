@@ -297,6 +297,26 @@ def test_checkpoint_vocab_mismatch_is_a_clear_error(tmp_path, tok):
         fg.load_source(str(tmp_path / "missing.pt"))
 
 
+def test_checkpoint_that_does_not_fit_is_refused_before_any_data_and_ignored_settings_are_named(tmp_path, tiny_ckpt, capsys):
+    fork = load_checkpoint(tiny_ckpt)
+    fork["model"]["blocks.0.attn.renamed.weight"] = fork["model"].pop("blocks.0.attn.qkv.weight")
+    path = str(tmp_path / "fork.pt")
+    save_checkpoint(path, fork)
+    # refused before any data is read (here the hub, which would fail offline in another way)
+    with pytest.raises(CramError, match=r"fork.pt: its weights do not fit this model.py \(missing \['blocks.0.attn.qkv"):
+        run(task="mnli", ckpt=path, out_dir=str(tmp_path))
+    # architecture settings a checkpoint overrides are named, not dropped in silence
+    glue = str(tmp_path / "glue")
+    write_glue(glue, ["rte"])
+    res = run(task="rte", glue_dir=glue, ckpt=tiny_ckpt, out_dir=str(tmp_path), epochs=1, positions="alibi",
+              n_layer=2, n_head=4)
+    out = capsys.readouterr().out
+    ignored = out.split("tiny.pt's; ignoring ")[1].splitlines()[0]
+    assert "positions='alibi' (the checkpoint: 'sinusoid')" in ignored and "n_head=4 (the checkpoint: 2)" in ignored
+    assert "n_layer" not in ignored  # 2 is the checkpoint's own
+    assert res["model_args"]["positions"] == "sinusoid" and res["model_args"]["n_head"] == 2
+
+
 # -----------------------------------------------------------------------------
 # fine-tuning learns, and the script runs end to end
 
