@@ -451,8 +451,10 @@ def load_source(ckpt_path):
     if max_seq_len > block:
         raise CramError(f"--max_seq_len={max_seq_len} exceeds the checkpoint's block_size {block}: "
                         f"pass --max_seq_len={block} or less")
-    with torch.device("meta"):  # shapes only: another model.py's checkpoint is refused now, not
-        encoder = Bert(bert_config(**args))  # after the first task's tokenizing
+    # shapes only (the meta device allocates nothing): a checkpoint from another model.py is refused
+    # now, not after the first task's tokenizing
+    with torch.device("meta"):
+        encoder = Bert(bert_config(**args))
     check_weights(encoder, checkpoint["model"], ckpt_path)
     defaults = model_settings()
     ignored = [f"{k}={globals()[k]!r} (the checkpoint: {args[k]!r})" for k in defaults
