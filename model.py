@@ -8,7 +8,7 @@ learning rate [norm_scheme="post"]; gated-GELU feed-forward [ffn="gelu"]; a fixe
 learnable scalar [positions="learned"]; no head transform or bias before the tied decoder
 [head_transform=True, decoder_bias=True]; sparse prediction, only the masked positions reach the
 50k-word decoder [sparse_prediction=False]; no dropout [dropout=0.1]. No token types in either. In
-neither recipe: positions="alibi". train.py and bench.py take every field as a --setting.
+neither recipe: positions="alibi", "fixed_sinusoid". Every field is a --setting of train.py, bench.py.
 """
 import math
 from dataclasses import dataclass
@@ -31,7 +31,7 @@ class BertConfig:
     bias: bool = False  # biases in the blocks' (and the head transform's) Linear layers
     norm_scheme: str = "pre"  # pre | post
     ffn: str = "gated"  # gated | gelu
-    positions: str = "sinusoid"  # sinusoid | learned | alibi
+    positions: str = "sinusoid"  # sinusoid | fixed_sinusoid (its scale not learned) | learned | alibi
     head_transform: bool = False
     decoder_bias: bool = False  # a bias per word: a home for token frequencies
     sparse_prediction: bool = True  # False: logits at every position, the loss at the masked ones
@@ -46,7 +46,7 @@ class BertConfig:
             raise ValueError(f"--n_embd={self.n_embd} is not a multiple of --n_head={self.n_head}: "
                              f"every head gets n_embd / n_head dims")
         for key, choices in (("norm_scheme", ("pre", "post")), ("ffn", ("gated", "gelu")),
-                             ("positions", ("sinusoid", "learned", "alibi"))):
+                             ("positions", ("sinusoid", "fixed_sinusoid", "learned", "alibi"))):
             if getattr(self, key) not in choices:
                 raise ValueError(f"--{key}={getattr(self, key)}: choose {' or '.join(choices)}")
         if self.ffn == "gated" and self.n_inner % 2:
@@ -78,11 +78,14 @@ class Embedding(nn.Module):
         self.positions = config.positions
         if self.positions == "learned":
             self.wpe = nn.Embedding(config.block_size, config.n_embd)
-        elif self.positions == "sinusoid":
+        elif self.positions in ("sinusoid", "fixed_sinusoid"):
             # non-persistent: recomputed, so no parameter and no checkpoint key
             pos = sinusoid(config.block_size, config.n_embd)
             self.register_buffer("pos", pos, persistent=False)
-            self.pos_scale = nn.Parameter(torch.tensor(config.n_embd ** -0.5))
+            # Adam moves a scalar ~lr a step however small its gradient: on the unigram plateau the
+            # learned scale falls to ~0 (0.0625 -> 0.0036 by 3.6M tokens, CPU preset), the plateau lasts
+            self.pos_scale = nn.Parameter(torch.tensor(config.n_embd ** -0.5),
+                                          requires_grad=self.positions == "sinusoid")
         self.ln = nn.LayerNorm(config.n_embd, eps=config.norm_eps)
         self.drop = nn.Dropout(config.dropout)
 
@@ -90,7 +93,7 @@ class Embedding(nn.Module):
         x, T = self.wte(idx), idx.size(1)
         if self.positions == "learned":
             x = x + self.wpe.weight[:T]
-        elif self.positions == "sinusoid":
+        elif self.positions in ("sinusoid", "fixed_sinusoid"):
             x = x + self.pos_scale * self.pos[:T]
         return self.drop(self.ln(x))  # alibi: positions enter as Bert.alibi, in attention
 

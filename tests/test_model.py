@@ -53,7 +53,7 @@ def test_original_bert_has_the_parameter_count_derived_by_hand():
     (dict(n_inner=63), "--n_inner=63 must be even with --ffn=gated"),
     (dict(ffn="relu"), "--ffn=relu: choose gated or gelu"),
     (dict(norm_scheme="sandwich"), "--norm_scheme=sandwich: choose pre or post"),
-    (dict(positions="rotary"), "--positions=rotary: choose sinusoid or learned or alibi"),
+    (dict(positions="rotary"), "--positions=rotary: choose sinusoid or fixed_sinusoid or learned or alibi"),
     (dict(n_layer=0), "--n_layer=0: must be at least 1"),
     (dict(mask_fraction=0.01), "--mask_fraction=0.01 masks 0 of 32 positions"),
     (dict(dropout=1.0), "--dropout=1.0: must be in [0, 1)"),
@@ -134,6 +134,25 @@ def test_padding_with_mask_leaves_real_token_outputs_unchanged(positions):
     assert not torch.allclose(model.encode(padded)[:, :10], model.encode(idx), atol=1e-5)  # the mask matters
 
 
+def test_fixed_sinusoid_keeps_its_scale_where_the_learned_one_moves_and_shares_its_checkpoint_keys():
+    scales, models = {}, {}
+    for positions in ("sinusoid", "fixed_sinusoid"):
+        torch.manual_seed(0)
+        model = models[positions] = Bert(BertConfig(**TINY, positions=positions))
+        optimizer = configure_optimizer(model, 0.01, 1e-2, (0.9, 0.98), 1e-6, "cpu")
+        for seed in range(3):
+            x, y = tiny_batch(seed=seed)
+            model(x, labels=y)[1].backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        scales[positions] = model.embed.pos_scale.item()
+    init = torch.tensor(32 ** -0.5).item()
+    assert scales["fixed_sinusoid"] == init and abs(scales["sinusoid"] - init) > 1e-3
+    # one checkpoint format: either variant loads the other's weights, its scale included
+    models["fixed_sinusoid"].load_state_dict(models["sinusoid"].state_dict())
+    assert models["fixed_sinusoid"].embed.pos_scale.item() == scales["sinusoid"]
+
+
 def test_alibi_biases_scores_by_distance_and_knows_no_absolute_position():
     torch.manual_seed(0)
     model = Bert(BertConfig(**TINY, positions="alibi")).eval()
@@ -172,7 +191,8 @@ def test_classifier_loads_pretraining_weights_without_missing_encoder_keys():
     assert logits.shape == (4, 1) and loss.ndim == 0
 
 
-@pytest.mark.parametrize("switches", [{}, *({k: v} for k, v in BERT.items()), dict(positions="alibi"), BERT, IZSAK],
+@pytest.mark.parametrize("switches", [{}, *({k: v} for k, v in BERT.items()), dict(positions="alibi"),
+                                      dict(positions="fixed_sinusoid"), BERT, IZSAK],
                          ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "crammed")
 def test_every_switch_trains_and_reaches_every_parameter(switches):
     torch.manual_seed(0)
@@ -187,7 +207,9 @@ def test_every_switch_trains_and_reaches_every_parameter(switches):
     loss.backward()
     assert torch.isfinite(loss)
     for name, p in model.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        assert (p.grad is not None and p.grad.abs().sum() > 0) == p.requires_grad, name
+    assert [n for n, p in model.named_parameters() if not p.requires_grad] == (
+        ["embed.pos_scale"] if config.positions == "fixed_sinusoid" else [])
     # each switch changed what it names
     block = model.blocks[0]
     assert hasattr(model.embed, "wpe") == (config.positions == "learned")
