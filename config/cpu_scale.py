@@ -3,8 +3,9 @@
 # (45 minutes of a 2-core CPU with bf16 units: 36.6M FLOPs a token x ~24M tokens), on the Wikipedia
 # sample in ../shared (prepare.py --dataset=../shared/wikipedia).
 data_dir = "data/wikipedia"  # 21.7M tokens of English Wikipedia: the paper's kind of corpus
-budget_hours = 0.75  # 45 minutes on 2 cores that bench ~8,100 tokens/s (~24M tokens); the loss leaves
-# its unigram plateau only after ~14M tokens, so scale this by 8,100 / your bench.py figure
+budget_hours = 0.75  # 45 minutes on 2 cores that bench ~8,100 tokens/s (~24M tokens); scale this by
+# 8,100 / your bench.py figure (or give --max_steps): the loss leaves its unigram plateau only after a
+# number of tokens (~3.5M for config/cram_cpu.py, ~12-14M with a learned position scale)
 n_layer = 4  # 4 x 256: at ~1e15 FLOPs a small model learns more per FLOP than a wide one
 n_head = 4
 n_embd = 256
