@@ -5,12 +5,13 @@ warmup and cosine decay.
 
     python finetune_glue.py --task=mnli                    # one task, data from the HF hub
     python finetune_glue.py --task=all --seeds=5           # the paper's suite, median of 5 seeds
-    python finetune_glue.py --task=rte --glue_dir=../shared/glue --ckpt=none  # local, baseline
-    python finetune_glue.py config/glue_cpu.py --ckpt=out-cpu/ckpt.pt          # the CPU recipe
+    python finetune_glue.py --task=rte --glue_dir=../shared/glue --ckpt=none --out_dir=out-random
+    python finetune_glue.py config/glue_cpu.py --ckpt=out-cpu/ckpt.pt --out_dir=out-cpu  # CPU recipe
 
 Tasks are the hub's config names: cola sst2 mrpc stsb qqp mnli qnli rte wnli (comma-separated lists
 work too); `all` is the paper's eight, without wnli. Results go to out_dir/glue_results.json, merged
-with earlier runs of the same checkpoint, so that tasks run one at a time add up to one GLUE table.
+with earlier runs of the same checkpoint and recipe, so that tasks run one at a time add up to one
+GLUE table; a file of another checkpoint or recipe is refused (--overwrite=True replaces it).
 """
 import hashlib
 import json
@@ -30,14 +31,15 @@ from model import Bert, BertForSequenceClassification, configure_optimizer
 from prepare import Tokenizer
 from runtime import (amp_context, autocast_dtype, bert_config, check_weights, dtype_name,
                      grad_scaler, load_checkpoint, load_weights, model_settings, pick_device,
-                     to_device)
+                     to_device, train_step, warmup_cosine)
 
 # -----------------------------------------------------------------------------
 # settings: override with a config file or --key=value (see configurator.py)
 task = "all"  # a task, a comma-separated list, or "all" (the paper's eight: all but wnli)
 ckpt = "out/ckpt.pt"  # the pretrained checkpoint; "none" fine-tunes a random init (the baseline)
 glue_dir = None  # None: the HF hub's nyu-mll/glue; else a folder laid out as GLUE ships (RTE/...)
-out_dir = "out"  # glue_results.json goes here
+out_dir = "out"  # glue_results.json goes here; later runs of the same checkpoint and recipe add to it
+overwrite = False  # replace a glue_results.json of another checkpoint or recipe (else refused)
 device = "auto"  # auto | cuda | mps | cpu
 dtype = "auto"  # autocast: bf16 where the hardware does bf16 math, fp16 on older GPUs, else fp32
 seed = 0
@@ -347,11 +349,7 @@ def predict(model, seqs, pad_id, regression, device, ctx):
 def learning_rate_at(step, total):
     """Linear warmup over warmup_fraction of the steps, then cosine decay to 0 (+1: no step at
     lr 0)."""
-    p = (step + 1) / (total + 1)
-    if p < warmup_fraction:
-        return learning_rate * p / warmup_fraction
-    decay = (p - warmup_fraction) / (1 - warmup_fraction)
-    return learning_rate * 0.5 * (1 + math.cos(math.pi * decay))
+    return learning_rate * warmup_cosine((step + 1) / (total + 1), warmup_fraction)
 
 
 def finetune(model, name, train, devs, pad_id, run_seed, device, amp_dtype=torch.float32,
@@ -376,24 +374,19 @@ def finetune(model, name, train, devs, pad_id, run_seed, device, amp_dtype=torch
         model.train()
         order = torch.randperm(n, generator=generator)
         loss_sum = torch.zeros((), device=device)
+        skipped_sum = torch.zeros((), device=device)
         t0 = time.time()
         shown = 0.0
         for k, i in enumerate(range(0, n, batch_size), 1):
             ids = order[i:i + batch_size]
             idx, mask = collate([seqs[j] for j in ids.tolist()], pad_id)
+            batch = (to_device(idx, device), to_device(labels[ids], device), to_device(mask, device))
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(step, total)
-            with ctx:
-                _, loss = model(to_device(idx, device), attention_mask=to_device(mask, device),
-                                labels=to_device(labels[ids], device))
-            scaler.scale(loss).backward()
-            if grad_clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach().float()
+            # pretraining's step: a non-finite gradient skips the update instead of ruining the weights
+            loss, skipped = train_step(model, optimizer, scaler, lambda: batch, 1, ctx, grad_clip)
+            loss_sum += loss.float()
+            skipped_sum += skipped
             step += 1
             if time.time() - shown > 0.5 or k == per_epoch:  # reading the loss syncs the GPU
                 shown = time.time()
@@ -407,11 +400,14 @@ def finetune(model, name, train, devs, pad_id, run_seed, device, amp_dtype=torch
             preds = predict(model, dev_seqs, pad_id, regression, device, ctx)
             scores[row] = compute_metrics(TASKS[name]["metrics"], preds, dev_labels)
         train_loss = loss_sum.item() / per_epoch
-        history.append({"epoch": epoch, "train_loss": train_loss, "scores": scores})
+        n_skipped = int(skipped_sum.item())
+        history.append({"epoch": epoch, "train_loss": train_loss, "scores": scores,
+                        "skipped_steps": n_skipped})
         shown_scores = "; ".join(f"{row} " + " ".join(f"{m} {v:.2f}" for m, v in row_scores.items())
                                  for row, row_scores in scores.items())
+        shown_skips = f" | {n_skipped} non-finite steps skipped" if n_skipped else ""
         log(f"{name} seed {run_seed} epoch {epoch}/{epochs}: {shown_scores} | "
-            f"train loss {train_loss:.4f} | {time.time() - t0:.1f}s")
+            f"train loss {train_loss:.4f}{shown_skips} | {time.time() - t0:.1f}s")
     return history
 
 
@@ -532,8 +528,9 @@ def write_json(path, obj):
 
 
 def earlier_tasks(path, info):
-    """Results already in glue_results.json for the same checkpoint (path, step, shape, weights):
-    kept and merged."""
+    """Results already in glue_results.json for the same checkpoint (path, step, shape, weights)
+    and the same recipe: kept and merged. Another checkpoint's or recipe's are refused unless
+    --overwrite: one table must not mix them, and one run must not erase hours of another's."""
     try:
         with open(path) as f:
             old = json.load(f)
@@ -543,9 +540,19 @@ def earlier_tasks(path, info):
     same = same_path and all(old.get(k) == info[k]
                              for k in ("ckpt_step", "model_args", "weights_checksum"))
     if same:
-        return old.get("tasks", {})
-    print(f"{path} holds results of another checkpoint ({old.get('ckpt')}, step "
-          f"{old.get('ckpt_step')}): replacing it")
+        tasks = old.get("tasks", {})
+        recipe = json.loads(json.dumps({k: globals()[k] for k in _RECIPE}))  # tuples as JSON's lists
+        differ = sorted({k for res in tasks.values() for k, v in res.get("settings", {}).items()
+                         if recipe.get(k) != v})
+        if not differ:
+            return tasks
+        what = f"another recipe ({', '.join(differ)})"
+    else:
+        what = f"another checkpoint ({old.get('ckpt')}, step {old.get('ckpt_step')})"
+    if not overwrite:
+        raise CramError(f"{path} holds results of {what}: pass another --out_dir, or "
+                        f"--overwrite=True to replace them")
+    print(f"{path} holds results of {what}: replacing it (--overwrite=True)")
     return {}
 
 

@@ -212,10 +212,19 @@ def peak_flops(device_type, dtype):
 # -----------------------------------------------------------------------------
 # the training step
 
+def warmup_cosine(p, warmup_fraction):
+    """The factor of the peak learning rate at progress p in [0, 1]: linear from 0 over
+    warmup_fraction, then a cosine down to 0 (train.py's --schedule=cosine; finetune_glue.py's)."""
+    if p < warmup_fraction:
+        return p / warmup_fraction
+    decay = min(1.0, (p - warmup_fraction) / (1 - warmup_fraction))
+    return 0.5 * (1 + math.cos(math.pi * decay))
+
+
 def train_step(model, optimizer, scaler, next_batch, accum_steps, amp_ctx, grad_clip,
                should_stop=None):
-    """One optimizer step over accum_steps micro batches from next_batch() -> (inputs, labels).
-    Returns (mean loss, skipped) as device tensors: nothing here waits for the device. If
+    """One optimizer step over accum_steps micro batches from next_batch() -> (inputs, labels) or,
+    for fine-tuning, (inputs, labels, attention_mask). Returns (mean loss, skipped) as device tensors: nothing here waits for the device. If
     should_stop() turns true before a micro batch, the step is dropped (no update, gradients
     cleared) and None is returned."""
     loss_sum = 0.0
@@ -223,12 +232,12 @@ def train_step(model, optimizer, scaler, next_batch, accum_steps, amp_ctx, grad_
         if should_stop is not None and should_stop():
             optimizer.zero_grad(set_to_none=True)
             return None
-        inputs, labels = next_batch()
+        inputs, labels, *attention_mask = next_batch()
         # under DDP, all-reduce the gradients only on the last micro step
         last = micro == accum_steps - 1
         with nullcontext() if last or not hasattr(model, "no_sync") else model.no_sync():
             with amp_ctx:
-                _, loss = model(inputs, labels=labels)
+                _, loss = model(inputs, *attention_mask, labels=labels)
             scaler.scale(loss / accum_steps).backward()
         loss_sum = loss_sum + loss.detach()
     scaler.unscale_(optimizer)
@@ -265,7 +274,12 @@ def save_checkpoint(path, ckpt):
         raise CramError(f"refusing to write {path}: non-finite weights in {bad[:3]}; "
                         f"lower learning_rate or check the data")
     tmp = path + ".tmp"
-    torch.save({"format": CKPT_FORMAT, **ckpt}, tmp)
+    try:
+        torch.save({"format": CKPT_FORMAT, **ckpt}, tmp)
+    except BaseException:  # a full disk: no half-written file of the model's size left behind
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     os.replace(tmp, path)
 
 

@@ -377,14 +377,26 @@ def test_task_all_end_to_end_then_merge(tmp_path, tiny_ckpt):
     assert len(merged["tasks"]) == 9 and merged["tasks"]["wnli"]["seeds"] == [0, 1]
     assert merged["glue_average"] == pytest.approx(res["glue_average"])  # wnli is not averaged
     assert not os.path.exists(os.path.join(out, "glue_results.json.tmp"))
-    # a checkpoint retrained at the same path, step and shape is another model: its results are not merged
-    retrained = load_checkpoint(tiny_ckpt)
-    retrained["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in retrained["model"].items()}
+    # another recipe, or another checkpoint, is refused before any training: the file keeps its nine tasks
+    with open(os.path.join(out, "glue_results.json")) as f:
+        before = f.read()
+    with pytest.raises(CramError, match=r"glue_results.json holds results of another recipe \(learning_rate\): "
+                                        r"pass another --out_dir, or --overwrite=True"):
+        run(task="wnli", glue_dir=glue, ckpt=tiny_ckpt, out_dir=out, epochs=1, batch_size=8, learning_rate=1e-4)
     copy = str(tmp_path / "retrained.pt")
     shutil.copy(tiny_ckpt, copy)
-    run(task="wnli", glue_dir=glue, ckpt=copy, out_dir=out, epochs=1, batch_size=8)
+    with pytest.raises(CramError, match=r"holds results of another checkpoint \(.*tiny.pt, step 7\)"):
+        run(task="wnli", glue_dir=glue, ckpt=copy, out_dir=out, epochs=1, batch_size=8)
+    with open(os.path.join(out, "glue_results.json")) as f:
+        assert f.read() == before
+    # a checkpoint retrained at the same path, step and shape is another model: its results are not merged
+    run(task="wnli", glue_dir=glue, ckpt=copy, out_dir=out, epochs=1, batch_size=8, overwrite=True)
+    retrained = load_checkpoint(tiny_ckpt)
+    retrained["model"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in retrained["model"].items()}
     save_checkpoint(copy, retrained)
-    run(task="rte", glue_dir=glue, ckpt=copy, out_dir=out, epochs=1, batch_size=8)
+    with pytest.raises(CramError, match="holds results of another checkpoint"):
+        run(task="rte", glue_dir=glue, ckpt=copy, out_dir=out, epochs=1, batch_size=8)
+    run(task="rte", glue_dir=glue, ckpt=copy, out_dir=out, epochs=1, batch_size=8, overwrite=True)
     with open(os.path.join(out, "glue_results.json")) as f:
         assert list(json.load(f)["tasks"]) == ["rte"]
 
