@@ -73,7 +73,7 @@ if data_dir:
     seen = torch.from_numpy(read_token_counts(data_dir, vocab_size) > 0)
 else:
     tok = Tokenizer()
-    n_ids = tok.n_bpe + len(tok.SPECIALS)
+    n_ids = tok.n_ids
     if vocab_size < n_ids:  # random tokens and [MASK] use the tokenizer's ids
         raise CramError(f"--vocab_size={vocab_size}: the {tok.name} tokenizer's ids run to "
                         f"{n_ids - 1}; use at least {n_ids} (the default {tok.vocab_size} is that "
@@ -83,8 +83,10 @@ model_config = bert_config(**{key: globals()[key] for key in model_settings()})
 
 def build(micro_batch):
     model = Bert(model_config).to(device)
-    if data_dir:  # as train.py: ids train.bin never has are not decoded
+    random_pool = None
+    if data_dir:  # as train.py: ids train.bin never has are neither decoded nor drawn as replacements
         model.decodable.copy_(seen)
+        random_pool = torch.nonzero(seen[:tok.n_bpe]).squeeze(1).to(device)
     optimizer = configure_optimizer(model, weight_decay, learning_rate, betas, eps, device_type)
     scaler = grad_scaler(device_type, ptdtype)
     compiled = torch.compile(model, mode=compile_mode, dynamic=False) if use_compile else model
@@ -101,7 +103,7 @@ def build(micro_batch):
         else:
             x = torch.randint(0, tok.n_bpe, (micro_batch, block_size), device=device, generator=gen)
         state["wait_s"] += time.perf_counter() - t0  # the host's part, as train.py counts it
-        return mask_tokens(x, mask_fraction, tok.mask_id, tok.n_bpe, gen)
+        return mask_tokens(x, mask_fraction, tok.mask_id, tok.n_bpe, gen, random_pool)
 
     def step():
         return train_step(compiled, optimizer, scaler, next_batch, accum_steps, amp_ctx, grad_clip)

@@ -86,7 +86,8 @@ class Tokenizer:
         self.special_ids = {tok: self.n_bpe + i for i, tok in enumerate(self.SPECIALS)}
         self.cls_id, self.sep_id, self.mask_id, self.pad_id = self.special_ids.values()
         # the model's embedding is padded to a multiple of 64 (50304): faster matmuls
-        self.vocab_size = -(-(self.n_bpe + len(self.SPECIALS)) // 64) * 64
+        self.n_ids = self.n_bpe + len(self.SPECIALS)
+        self.vocab_size = -(-self.n_ids // 64) * 64
 
     def encode(self, text):
         return self.enc.encode_ordinary(text)

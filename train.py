@@ -11,7 +11,6 @@ writes do not. max_steps > 0 replaces the clock by p = step / max_steps, for rep
 """
 import inspect
 import json
-import math
 import os
 import signal
 import time
@@ -25,9 +24,10 @@ import configurator
 from configurator import CramError, require_at_least
 from model import Bert, configure_optimizer, mask_tokens, masked_count
 from prepare import Tokenizer, open_blocks, read_meta, read_token_counts
-from runtime import (amp_context, autocast_dtype, bert_config, dtype_name, grad_scaler,
-                     load_checkpoint, load_weights, model_settings, peak_flops, pick_device,
-                     save_checkpoint, synchronize, to_device, train_step, wants_compile)
+from runtime import (amp_context, autocast_dtype, bert_config, cpu_has_matrix_units, dtype_name,
+                     grad_scaler, load_checkpoint, load_weights, model_settings, peak_flops,
+                     pick_device, save_checkpoint, synchronize, to_device, train_step,
+                     wants_compile, warmup_cosine)
 
 # -----------------------------------------------------------------------------
 # settings: the paper's final recipe; override with config/*.py files and --key=value
@@ -91,6 +91,10 @@ if schedule in ("trapezoid", "linear") and not 0 < warmup_fraction < 1:
                     f"must take part of the budget, in (0, 1); BERT's is 0.01")
 if schedule == "cosine" and not 0 <= warmup_fraction < 1:
     raise CramError(f"--warmup_fraction={warmup_fraction}: choose one in [0, 1)")
+if schedule == "trapezoid" and not (0 < cooldown_fraction and warmup_fraction + cooldown_fraction <= 1):
+    raise CramError(f"--cooldown_fraction={cooldown_fraction} with --schedule=trapezoid: the decay must "
+                    f"take part of the budget after the warmup ({warmup_fraction}), in (0, "
+                    f"{1 - warmup_fraction:g}]")
 if init_from not in ("scratch", "resume"):
     raise CramError(f"--init_from={init_from}: use 'scratch' or 'resume'")
 
@@ -104,11 +108,7 @@ def learning_rate_at(p):
         return learning_rate * max(0.0, min(1.0, p / warmup_fraction, (1 - p) / cooldown_fraction))
     if schedule == "linear":  # BERT's (over its step count), here over the budget
         return learning_rate * max(0.0, min(p / warmup_fraction, (1 - p) / (1 - warmup_fraction)))
-    # cosine: linear warmup, then cosine decay to 0
-    if p < warmup_fraction:
-        return learning_rate * p / warmup_fraction
-    decay = min(1.0, (p - warmup_fraction) / (1 - warmup_fraction))
-    return learning_rate * 0.5 * (1 + math.cos(math.pi * decay))
+    return learning_rate * warmup_cosine(p, warmup_fraction)  # linear warmup, cosine decay to 0
 
 
 def batch_size_at(p, micro_step_sequences):
@@ -140,8 +140,16 @@ ckpt_path = os.path.join(out_dir, "ckpt.pt")
 ckpt = None
 if init_from == "resume":
     ckpt = load_checkpoint(ckpt_path, "cpu")  # load_state_dict moves tensors where they belong
+    trained_dtype = ckpt.get("dtype", "auto")
     if dtype == "auto":
-        dtype = ckpt.get("dtype", "auto")  # a resumed run keeps the precision it started with
+        dtype = trained_dtype  # a resumed run keeps the precision it started with
+        if device_type == "cpu" and dtype != "float32" and not cpu_has_matrix_units(
+                getattr(torch, dtype)):
+            raise CramError(f"{ckpt_path} was trained in {dtype}, which this CPU has no matrix units "
+                            f"for (many times slower than float32): continue it with --dtype=float32")
+    elif dtype != trained_dtype and master:
+        print(f"resume: --dtype={dtype} replaces the precision {ckpt_path} was trained in "
+              f"({trained_dtype})")
 ptdtype = autocast_dtype(device_type, dtype)
 amp_ctx = amp_context(device_type, ptdtype)
 scaler = grad_scaler(device_type, ptdtype)
@@ -182,6 +190,7 @@ if batch_size % micro_step_sequences:
 vocab_size = meta["vocab_size"]
 model_args = {key: globals()[key] for key in model_settings()}
 step, tokens_seen, elapsed_s, micro_steps, evals_done = 0, 0, 0.0, 0, 0
+nonfinite_steps = {"total": 0, "in_a_row": 0, "most_in_a_row": 0}
 data_state = {"epoch": 0, "cursor": 0}
 if ckpt is not None:
     # the data position (epoch, cursor) only means something in the same corpus
@@ -212,6 +221,7 @@ if ckpt is not None:
     elapsed_s = ckpt["elapsed_s"]
     micro_steps = ckpt["micro_steps"]
     evals_done = ckpt["evals_done"]
+    nonfinite_steps = ckpt.get("nonfinite_steps", nonfinite_steps)
     data_state = dict(ckpt["data_state"])
 elif master and os.path.exists(ckpt_path) and not overwrite:
     raise CramError(f"{ckpt_path} exists: continue it with --init_from=resume, "
@@ -231,7 +241,7 @@ if ckpt is not None:
 raw_model = model
 if ddp:
     # the only buffers are the constant position tables and the decodable ids: no need to send them
-    # every forward (torch 2.13 renamed the option)
+    # every forward (forward_sync_buffers in newer torch, broadcast_buffers in older)
     if "forward_sync_buffers" in inspect.signature(DDP).parameters:
         no_buffer_sync = {"forward_sync_buffers": False}
     else:
@@ -293,13 +303,16 @@ def next_batch():
     return mask_tokens(x, mask_fraction, tok.mask_id, tok.n_bpe, mask_gen, random_pool)
 
 
-# validation: fixed blocks, fixed masks, whole eval batches (one more compiled shape, no recompiles)
-eval_batch = max(1, min(micro_batch_size, len(val_data), eval_blocks))
-# 0: no validation data, no evaluation
-n_eval = min(eval_blocks, len(val_data)) // eval_batch * eval_batch
-val_x = torch.from_numpy(val_data[:n_eval].astype(np.int64)).to(device)
-val_gen = torch.Generator(device=device).manual_seed(0)
-val_x, val_y = mask_tokens(val_x, eval_mask_fraction, tok.mask_id, tok.n_bpe, val_gen, random_pool)
+# validation: the same blocks and masks whatever the device, micro batch or masking rate (the masks
+# are drawn on the CPU, at eval_mask_fraction), so losses compare across runs; 0 blocks: no evaluation
+n_eval = min(eval_blocks, len(val_data))
+# whole eval batches of a size that divides n_eval: one more compiled shape, no recompiles
+eval_batch = max([d for d in range(1, min(micro_batch_size, n_eval) + 1) if n_eval % d == 0] or [1])
+val_x = torch.from_numpy(val_data[:n_eval].astype(np.int64))
+val_gen = torch.Generator().manual_seed(0)
+val_x, val_y = mask_tokens(val_x, eval_mask_fraction, tok.mask_id, tok.n_bpe, val_gen,
+                           random_pool.cpu())
+val_x, val_y = val_x.to(device), val_y.to(device)
 # a target train.bin never has cannot be predicted (its logit is -inf): it is not scored
 val_y = val_y.masked_fill((val_y >= 0) & ~seen[val_y.clamp(min=0)], -100)
 
@@ -312,13 +325,14 @@ def evaluate():
         x, y = val_x[i: i + eval_batch], val_y[i: i + eval_batch]
         with amp_ctx:
             logits, loss = eval_model(x, labels=y, n_masked=n_val_masked)
-        loss_sum += loss.item()
         if raw_model.config.sparse_prediction:  # the logits are those of the masked positions
             y = y.gather(1, raw_model.masked_positions(y, n_val_masked))
+        scored = (y != -100).sum().item()
+        loss_sum += loss.item() * scored  # a mean over all scored tokens, however they are batched
         correct += (logits.argmax(-1) == y).sum().item()
-        count += (y != -100).sum().item()
+        count += scored
     eval_model.train()
-    return loss_sum / (n_eval // eval_batch), correct / max(count, 1)
+    return loss_sum / max(count, 1), correct / max(count, 1)
 
 
 def log(record):
@@ -340,6 +354,8 @@ def checkpoint():
         "scaler": scaler.state_dict(), "model_args": model_args, "meta": meta, "config": config,
         "dtype": dtype_name(ptdtype), "step": step, "tokens_seen": tokens_seen,
         "elapsed_s": elapsed_s, "micro_steps": micro_steps, "evals_done": evals_done,
+        "nonfinite_steps": {"total": int(skipped_total), "in_a_row": int(skipped_run),
+                            "most_in_a_row": int(skipped_worst)},
         "data_state": data_state,
     })
 
@@ -381,7 +397,7 @@ if master:
     log_path = os.path.join(out_dir, "log.jsonl")
     if os.path.exists(log_path):
         # scratch: a new log; resume: drop the lines of steps the checkpoint did not keep
-        kept = []
+        kept, evals_logged = [], 0
         with open(log_path) as f:
             for line in f:
                 try:
@@ -389,6 +405,10 @@ if master:
                 except json.JSONDecodeError:  # a line torn by a kill -9
                     continue
                 if init_from == "resume" and record["step"] <= step:
+                    if "val_loss" in record and not record.get("final"):
+                        evals_logged += 1
+                        if evals_logged > evals_done:  # after the checkpoint: evaluated again
+                            continue
                     kept.append(line if line.endswith("\n") else line + "\n")
                     if record.get("final"):
                         final_logged_step = record["step"]
@@ -414,9 +434,9 @@ if master:
 
 # the loop -------------------------------------------------------------------------------------
 # non-finite counters live on the device: no sync per step
-skipped_total = torch.zeros((), device=device)
-skipped_run = torch.zeros((), device=device)
-skipped_worst = torch.zeros((), device=device)
+skipped_total = torch.tensor(float(nonfinite_steps["total"]), device=device)
+skipped_run = torch.tensor(float(nonfinite_steps["in_a_row"]), device=device)
+skipped_worst = torch.tensor(float(nonfinite_steps["most_in_a_row"]), device=device)
 # the clock is monotonic: a wall-clock (NTP) step during a day-long run must not move the budget.
 # budget clock = elapsed at resume + time since resume - excluded time (evaluations, checkpoints)
 t_resume = time.monotonic()

@@ -14,7 +14,7 @@ import torch
 
 from model import Bert, BertConfig
 from prepare import read_token_counts
-from runtime import load_checkpoint, save_checkpoint
+from runtime import cpu_has_matrix_units, load_checkpoint, save_checkpoint
 from conftest import script_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -134,6 +134,10 @@ def test_validation_masks_stay_fixed_whatever_the_training_masking_rate(data, tm
 
     base = val_loss("--mask_fraction=0.25")
     assert val_loss("--mask_fraction=0.15") == base
+    # nor for another micro batch: all 12 blocks are scored (in batches of 6, or of 4), with the same masks
+    twelve = val_loss("--eval_blocks=12")
+    assert val_loss("--eval_blocks=12", "--micro_batch_size=4", "--batch_size=16") == pytest.approx(twelve, rel=1e-6)
+    assert twelve != pytest.approx(base, rel=1e-6)
     # at init the model predicts nearly uniformly: other masks move the loss little (~4e-5), but they move it
     assert val_loss("--eval_mask_fraction=0.5") != base
 
@@ -211,10 +215,14 @@ def test_resume_continues_bitwise(data, tmp_path):
     assert train(data, straight, "--max_steps=8", "--dropout=0.1").returncode == 0
     r = train(data, staged, "--max_steps=8", "--dropout=0.1", "--stop_at_step=4")
     assert r.returncode == 0 and load_checkpoint(os.path.join(staged, "ckpt.pt"))["step"] == 4, r.stderr
+    # a kill after an evaluation but before the next checkpoint: the resume evaluates again, and keeps one record
+    with open(os.path.join(staged, "log.jsonl"), "a") as f:
+        f.write(json.dumps({"step": 4, "progress": 0.5, "val_loss": 9.9, "val_acc": 0.0}) + "\n")
     r = train(data, staged, "--max_steps=8", "--dropout=0.1", "--init_from=resume")
     assert r.returncode == 0, r.stderr
     a, b = load_checkpoint(os.path.join(straight, "ckpt.pt")), load_checkpoint(os.path.join(staged, "ckpt.pt"))
     assert a["step"] == b["step"] == 8 and a["data_state"] == b["data_state"]
+    assert a["nonfinite_steps"] == b["nonfinite_steps"] == {"total": 0, "in_a_row": 0, "most_in_a_row": 0}
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     # the resumed run appends to the staged log: together they read as the straight run, evaluations included
@@ -314,6 +322,19 @@ def test_resume_keeps_the_precision_the_run_started_with(data, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "float32, compile False" in r.stdout and "bfloat16" not in r.stdout
     assert load_checkpoint(os.path.join(tmp_path, "ckpt.pt"))["dtype"] == "float32"
+    # a bf16 checkpoint: kept where the CPU has bf16 units, else refused with the way on; another --dtype is said
+    ckpt = load_checkpoint(os.path.join(tmp_path, "ckpt.pt"))
+    ckpt["dtype"] = "bfloat16"
+    save_checkpoint(os.path.join(tmp_path, "ckpt.pt"), ckpt)
+    r = run("train.py", f"--data_dir={data}", f"--out_dir={tmp_path}", *args, "--max_steps=6", "--init_from=resume")
+    if cpu_has_matrix_units(torch.bfloat16):
+        assert r.returncode == 0 and "bfloat16, compile False" in r.stdout, r.stderr
+    else:
+        assert r.returncode != 0 and r.stderr.strip().endswith(
+            "was trained in bfloat16, which this CPU has no matrix units for (many times slower than float32): "
+            "continue it with --dtype=float32"), r.stderr
+    r = train(data, tmp_path, "--max_steps=6", "--init_from=resume")  # TINY's --dtype=float32
+    assert r.returncode == 0 and "--dtype=float32 replaces the precision" in r.stdout, r.stderr
 
 
 def test_ddp_two_ranks_on_cpu_stay_identical_learn_and_resume_bitwise(data, tmp_path):
@@ -385,6 +406,9 @@ def test_clear_errors(data, tmp_path):
     assert err(data, "--schedule=linear", "--warmup_fraction=0") == (
         "--warmup_fraction=0.0 with --schedule=linear: the warmup must take part of the budget, in (0, 1); "
         "BERT's is 0.01")
+    assert err(data, "--schedule=trapezoid", "--cooldown_fraction=0") == (
+        "--cooldown_fraction=0.0 with --schedule=trapezoid: the decay must take part of the budget after the "
+        "warmup (0.1), in (0, 0.9]")
     assert err(data, "--norm_scheme=sandwich") == "--norm_scheme=sandwich: choose pre or post"
     assert err(data, "--max_steps=-3") == "--max_steps=-3: must be at least 0"  # trained forever before
     # without TINY's --compile=False before it
