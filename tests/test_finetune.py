@@ -351,6 +351,28 @@ def test_tiny_pretrained_model_learns_a_synthetic_task(tiny_ckpt, bert_ckpt, tok
     assert len(res["runs"][0]["epochs"]) == 6 and res["runs"][0]["final"] == res["runs"][0]["epochs"][-1]["scores"]
 
 
+def test_a_non_finite_gradient_skips_its_step_and_is_counted(tok):
+    # the first step's gradient is made infinite: that update is skipped, the weights stay finite and learn on
+    rng = random.Random(0)
+    data = synthetic(rng, 32, False)
+    seqs = fg.encode(tok, data, 64)
+    args = dict(vocab_size=tok.vocab_size, block_size=64, n_layer=1, n_head=2, n_embd=32, n_inner=64)
+    torch.manual_seed(0)
+    model = fg.build_model(None, args, "sst2", "cpu")
+    calls = []
+
+    def first_step_infinite(grad):
+        calls.append(1)
+        return grad * math.inf if len(calls) == 1 else grad
+
+    model.bert.ln_f.weight.register_hook(first_step_infinite)
+    with configurator.overridden(vars(fg), epochs=1, batch_size=8, learning_rate=1e-3):
+        history = fg.finetune(model, "sst2", (seqs, data.labels), {"sst2": (seqs, data.labels)}, tok.pad_id, 0,
+                              "cpu", log=lambda msg: None)
+    assert len(calls) == 4 and history[0]["skipped_steps"] == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
 def test_task_all_end_to_end_then_merge(tmp_path, tiny_ckpt):
     glue, out = str(tmp_path / "glue"), str(tmp_path / "out")
     write_glue(glue, fg.TASKS)
