@@ -255,3 +255,22 @@ def test_unigram_entropy_in_meta_matches_the_token_counts(tmp_path, corpus):
     os.remove(os.path.join(out, "token_counts.npy"))
     with pytest.raises(CramError, match="token_counts.npy is missing or unreadable .*--force=True"):
         prepare.read_token_counts(out, meta["vocab_size"])
+
+
+def test_a_cut_vocabulary_is_gpt2s_first_merges_and_travels_in_meta(tmp_path, corpus, tok):
+    cut = prepare.Tokenizer("gpt2:1024")
+    text = "The Second World War ended in 1945; photosynthesis is remarkable, unquestionably. Caf\u00e9 \u2603"
+    ids = cut.encode(text)
+    assert max(ids) < 1024 and cut.decode(ids) == text and len(ids) > len(tok.encode(text))
+    assert cut.n_bpe == 1024 and cut.vocab_size == 1088 and cut.mask_id == 1026
+    # tokens gpt2 has below the cut are the same ids: the cut only stops merging
+    assert [i for i in tok.encode(" the and of") if i < 1024] == cut.encode(" the and of")
+    out = str(tmp_path / "cut")
+    meta = prepare.run(dataset=corpus[1], out_dir=out, order="none", tokenizer="gpt2:1024", max_tokens_per_char=0)
+    _, train, _ = load(out)
+    assert meta["tokenizer"] == "gpt2:1024" and meta["vocab_size"] == 1088 and train.max() < 1088
+    again = prepare.Tokenizer.from_meta(meta)  # what train.py, finetune_glue.py and fill_mask.py build
+    assert again.name == "gpt2:1024" and pieces(again, train)[0] == corpus[0][0]
+    for bad in ("gpt2:256", "gpt2:8k", "gpt2:60000"):
+        with pytest.raises(CramError, match=rf"--tokenizer={bad}: cut gpt2 at a whole number of ranks in \(256, 50256\]"):
+            prepare.Tokenizer(bad)
