@@ -84,7 +84,7 @@ model_config = bert_config(**{key: globals()[key] for key in model_settings()})
 def build(micro_batch):
     model = Bert(model_config).to(device)
     random_pool = None
-    if data_dir:  # as train.py: ids train.bin never has are neither decoded nor drawn as replacements
+    if data_dir:  # as train.py: ids train.bin lacks are neither decoded nor drawn as replacements
         model.decodable.copy_(seen)
         random_pool = torch.nonzero(seen[:tok.n_bpe]).squeeze(1).to(device)
     optimizer = configure_optimizer(model, weight_decay, learning_rate, betas, eps, device_type)

@@ -6,7 +6,7 @@ warmup and cosine decay.
     python finetune_glue.py --task=mnli                    # one task, data from the HF hub
     python finetune_glue.py --task=all --seeds=5           # the paper's suite, median of 5 seeds
     python finetune_glue.py --task=rte --glue_dir=../shared/glue --ckpt=none --out_dir=out-random
-    python finetune_glue.py config/glue_cpu.py --ckpt=out-cpu/ckpt.pt --out_dir=out-cpu  # CPU recipe
+    python finetune_glue.py config/glue_cpu.py --ckpt=out-cpu/ckpt.pt --out_dir=out-cpu
 
 Tasks are the hub's config names: cola sst2 mrpc stsb qqp mnli qnli rte wnli (comma-separated lists
 work too); `all` is the paper's eight, without wnli. Results go to out_dir/glue_results.json, merged
@@ -38,7 +38,7 @@ from runtime import (amp_context, autocast_dtype, bert_config, check_weights, dt
 task = "all"  # a task, a comma-separated list, or "all" (the paper's eight: all but wnli)
 ckpt = "out/ckpt.pt"  # the pretrained checkpoint; "none" fine-tunes a random init (the baseline)
 glue_dir = None  # None: the HF hub's nyu-mll/glue; else a folder laid out as GLUE ships (RTE/...)
-out_dir = "out"  # glue_results.json goes here; later runs of the same checkpoint and recipe add to it
+out_dir = "out"  # glue_results.json goes here; runs of the same checkpoint and recipe add to it
 overwrite = False  # replace a glue_results.json of another checkpoint or recipe (else refused)
 device = "auto"  # auto | cuda | mps | cpu
 dtype = "auto"  # autocast: bf16 where the hardware does bf16 math, fp16 on older GPUs, else fp32
@@ -380,10 +380,11 @@ def finetune(model, name, train, devs, pad_id, run_seed, device, amp_dtype=torch
         for k, i in enumerate(range(0, n, batch_size), 1):
             ids = order[i:i + batch_size]
             idx, mask = collate([seqs[j] for j in ids.tolist()], pad_id)
-            batch = (to_device(idx, device), to_device(labels[ids], device), to_device(mask, device))
+            batch = (to_device(idx, device), to_device(labels[ids], device),
+                     to_device(mask, device))
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate_at(step, total)
-            # pretraining's step: a non-finite gradient skips the update instead of ruining the weights
+            # pretraining's step: a non-finite gradient skips the update, not ruining the weights
             loss, skipped = train_step(model, optimizer, scaler, lambda: batch, 1, ctx, grad_clip)
             loss_sum += loss.float()
             skipped_sum += skipped
@@ -541,7 +542,8 @@ def earlier_tasks(path, info):
                              for k in ("ckpt_step", "model_args", "weights_checksum"))
     if same:
         tasks = old.get("tasks", {})
-        recipe = json.loads(json.dumps({k: globals()[k] for k in _RECIPE}))  # tuples as JSON's lists
+        # through JSON, as the file holds it (a tuple becomes a list)
+        recipe = json.loads(json.dumps({k: globals()[k] for k in _RECIPE}))
         differ = sorted({k for res in tasks.values() for k, v in res.get("settings", {}).items()
                          if recipe.get(k) != v})
         if not differ:

@@ -87,13 +87,14 @@ class Tokenizer:
                             f"folder holding its cached BPE files, e.g. "
                             f"export TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache") from None
         if cut:
-            # tiktoken keeps an encoding's ranks and pattern private; they are its constructor's inputs
+            # tiktoken keeps an encoding's ranks and pattern private: its constructor's inputs
             ranks = self.enc._mergeable_ranks
             if not cut.isdigit() or not 256 < int(cut) <= len(ranks):
                 raise CramError(f"--tokenizer={name}: cut {base} at a whole number of ranks in "
                                 f"(256, {len(ranks)}], e.g. {base}:8192")
-            self.enc = tiktoken.Encoding(name=name, pat_str=self.enc._pat_str, special_tokens={},
-                                         mergeable_ranks={b: r for b, r in ranks.items() if r < int(cut)})
+            kept = {piece: rank for piece, rank in ranks.items() if rank < int(cut)}
+            self.enc = tiktoken.Encoding(name=name, pat_str=self.enc._pat_str,
+                                         mergeable_ranks=kept, special_tokens={})
         self.name = name
         self.n_bpe = self.enc.n_vocab  # 50257 for gpt2
         self.special_ids = {tok: self.n_bpe + i for i, tok in enumerate(self.SPECIALS)}

@@ -224,9 +224,9 @@ def warmup_cosine(p, warmup_fraction):
 def train_step(model, optimizer, scaler, next_batch, accum_steps, amp_ctx, grad_clip,
                should_stop=None):
     """One optimizer step over accum_steps micro batches from next_batch() -> (inputs, labels) or,
-    for fine-tuning, (inputs, labels, attention_mask). Returns (mean loss, skipped) as device tensors: nothing here waits for the device. If
-    should_stop() turns true before a micro batch, the step is dropped (no update, gradients
-    cleared) and None is returned."""
+    for fine-tuning, (inputs, labels, attention_mask). Returns (mean loss, skipped) as device
+    tensors: nothing here waits for the device. If should_stop() turns true before a micro batch,
+    the step is dropped (no update, gradients cleared) and None is returned."""
     loss_sum = 0.0
     for micro in range(accum_steps):
         if should_stop is not None and should_stop():

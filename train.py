@@ -91,9 +91,9 @@ if schedule in ("trapezoid", "linear") and not 0 < warmup_fraction < 1:
                     f"must take part of the budget, in (0, 1); BERT's is 0.01")
 if schedule == "cosine" and not 0 <= warmup_fraction < 1:
     raise CramError(f"--warmup_fraction={warmup_fraction}: choose one in [0, 1)")
-if schedule == "trapezoid" and not (0 < cooldown_fraction and warmup_fraction + cooldown_fraction <= 1):
-    raise CramError(f"--cooldown_fraction={cooldown_fraction} with --schedule=trapezoid: the decay must "
-                    f"take part of the budget after the warmup ({warmup_fraction}), in (0, "
+if schedule == "trapezoid" and not 0 < cooldown_fraction <= 1 - warmup_fraction:
+    raise CramError(f"--cooldown_fraction={cooldown_fraction} with --schedule=trapezoid: the decay "
+                    f"must take part of the budget after the warmup ({warmup_fraction}), in (0, "
                     f"{1 - warmup_fraction:g}]")
 if init_from not in ("scratch", "resume"):
     raise CramError(f"--init_from={init_from}: use 'scratch' or 'resume'")
@@ -143,10 +143,11 @@ if init_from == "resume":
     trained_dtype = ckpt.get("dtype", "auto")
     if dtype == "auto":
         dtype = trained_dtype  # a resumed run keeps the precision it started with
-        if device_type == "cpu" and dtype != "float32" and not cpu_has_matrix_units(
+        if device_type == "cpu" and dtype in ("bfloat16", "float16") and not cpu_has_matrix_units(
                 getattr(torch, dtype)):
-            raise CramError(f"{ckpt_path} was trained in {dtype}, which this CPU has no matrix units "
-                            f"for (many times slower than float32): continue it with --dtype=float32")
+            raise CramError(f"{ckpt_path} was trained in {dtype}, which this CPU has no matrix "
+                            f"units for (many times slower than float32): continue it with "
+                            f"--dtype=float32")
     elif dtype != trained_dtype and master:
         print(f"resume: --dtype={dtype} replaces the precision {ckpt_path} was trained in "
               f"({trained_dtype})")
@@ -304,7 +305,7 @@ def next_batch():
 
 
 # validation: the same blocks and masks whatever the device, micro batch or masking rate (the masks
-# are drawn on the CPU, at eval_mask_fraction), so losses compare across runs; 0 blocks: no evaluation
+# are drawn on the CPU, at eval_mask_fraction), so losses compare across runs; 0 blocks: none
 n_eval = min(eval_blocks, len(val_data))
 # whole eval batches of a size that divides n_eval: one more compiled shape, no recompiles
 eval_batch = max([d for d in range(1, min(micro_batch_size, n_eval) + 1) if n_eval % d == 0] or [1])
