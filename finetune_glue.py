@@ -549,6 +549,8 @@ def earlier_tasks(path, info):
         if not differ:
             return tasks
         what = f"another recipe ({', '.join(differ)})"
+    elif same_path and info["ckpt"] == "none":
+        what = "a random init of another shape (--ckpt=none)"
     else:
         what = f"another checkpoint ({old.get('ckpt')}, step {old.get('ckpt_step')})"
     if not overwrite:

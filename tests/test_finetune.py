@@ -437,8 +437,11 @@ def test_ckpt_none_and_up_front_file_check(tmp_path):
         header = f.readline()
     with open(os.path.join(glue, "RTE", "dev.tsv"), "w") as f:
         f.write(header)  # a header and no rows
-    with pytest.raises(CramError, match=r"rte: no examples in rte \(from .*RTE\); check the task's files"):
+    with pytest.raises(CramError, match="holds results of a random init of another shape"):
         run(task="rte", glue_dir=glue, ckpt="none", out_dir=str(tmp_path), n_layer=1, n_head=2,
+            n_embd=32, n_inner=64)
+    with pytest.raises(CramError, match=r"rte: no examples in rte \(from .*RTE\); check the task's files"):
+        run(task="rte", glue_dir=glue, ckpt="none", out_dir=str(tmp_path / "other"), n_layer=1, n_head=2,
             n_embd=32, n_inner=64)
     # a bad shape is refused before any data is read (here the hub, which would fail offline in another way)
     with pytest.raises(CramError, match="--n_embd=100 is not a multiple of --n_head=3"):
