@@ -132,9 +132,9 @@ def cuda_has_native_bf16():
     return torch.cuda.get_device_capability()[0] >= 8
 
 
-def autocast_dtype(device_type, dtype="auto"):
+def autocast_dtype(device_type, dtype="auto", trained_in=None):
     """bf16 where the hardware does bf16 math, fp16 (with a GradScaler) on older CUDA GPUs, else
-    float32."""
+    float32. trained_in: the checkpoint whose precision dtype is (a resume keeps it)."""
     if dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise CramError(f"--dtype={dtype}: use auto, float32, bfloat16 or float16")
     if dtype == "auto":
@@ -145,7 +145,11 @@ def autocast_dtype(device_type, dtype="auto"):
         return torch.float32
     chosen = getattr(torch, dtype)
     if device_type == "cpu" and not cpu_has_matrix_units(chosen):
-        # asked for by name: say why it would crawl
+        # asked for by name or by a checkpoint: say why it would crawl
+        if trained_in:
+            raise CramError(f"{trained_in} was trained in {dtype}, which this CPU has no matrix "
+                            f"units for (many times slower than float32): continue it with "
+                            f"--dtype=float32")
         raise CramError(f"--dtype={dtype}: this CPU has no {dtype} matrix units, so its {dtype} "
                         f"matmuls run many times slower than float32; use --dtype=auto or float32")
     return chosen

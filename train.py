@@ -24,10 +24,10 @@ import configurator
 from configurator import CramError, require_at_least
 from model import Bert, configure_optimizer, mask_tokens, masked_count
 from prepare import Tokenizer, open_blocks, read_meta, read_token_counts
-from runtime import (amp_context, autocast_dtype, bert_config, cpu_has_matrix_units, dtype_name,
-                     grad_scaler, load_checkpoint, load_weights, model_settings, peak_flops,
-                     pick_device, save_checkpoint, synchronize, to_device, train_step,
-                     wants_compile, warmup_cosine)
+from runtime import (amp_context, autocast_dtype, bert_config, dtype_name, grad_scaler,
+                     load_checkpoint, load_weights, model_settings, peak_flops, pick_device,
+                     save_checkpoint, synchronize, to_device, train_step, wants_compile,
+                     warmup_cosine)
 
 # -----------------------------------------------------------------------------
 # settings: the paper's final recipe; override with config/*.py files and --key=value
@@ -138,20 +138,16 @@ else:
 master = rank == 0
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 ckpt = None
+trained_in = None  # the checkpoint whose precision the run keeps
 if init_from == "resume":
     ckpt = load_checkpoint(ckpt_path, "cpu")  # load_state_dict moves tensors where they belong
     trained_dtype = ckpt.get("dtype", "auto")
     if dtype == "auto":
-        dtype = trained_dtype  # a resumed run keeps the precision it started with
-        if device_type == "cpu" and dtype in ("bfloat16", "float16") and not cpu_has_matrix_units(
-                getattr(torch, dtype)):
-            raise CramError(f"{ckpt_path} was trained in {dtype}, which this CPU has no matrix "
-                            f"units for (many times slower than float32): continue it with "
-                            f"--dtype=float32")
+        dtype, trained_in = trained_dtype, ckpt_path  # a resumed run keeps its precision
     elif dtype != trained_dtype and master:
         print(f"resume: --dtype={dtype} replaces the precision {ckpt_path} was trained in "
               f"({trained_dtype})")
-ptdtype = autocast_dtype(device_type, dtype)
+ptdtype = autocast_dtype(device_type, dtype, trained_in)
 amp_ctx = amp_context(device_type, ptdtype)
 scaler = grad_scaler(device_type, ptdtype)
 use_compile = wants_compile(compile, device_type)
